@@ -22,15 +22,21 @@ missing kvant binary is an error (exit 2); a failing kvant run makes the exit st
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # started with another interpreter: re-run with the project venv
+    _venv = Path(__file__).resolve().parent.parent / ".venv"
+    if (_venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != _venv.resolve():
+        os.execv(str(_venv / "bin" / "python"), [str(_venv / "bin" / "python"), *sys.argv])
+
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))

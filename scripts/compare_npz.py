@@ -13,9 +13,16 @@ are not a failure. Exit status: 0 all passed, 1 some output failed, 2 usage / fi
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 from pathlib import Path
+
+if __name__ == "__main__":  # started with another interpreter: re-run with the project venv
+    _venv = Path(__file__).resolve().parent.parent / ".venv"
+    if (_venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != _venv.resolve():
+        os.execv(str(_venv / "bin" / "python"), [str(_venv / "bin" / "python"), *sys.argv])
+
+import argparse
 
 import numpy as np
 

@@ -10,13 +10,14 @@
 #                                 entry (one character per line; needs the venv's onnx)
 #
 # Usage: scripts/fetch_models.sh [CACHE_DIR]     (default: <repo>/.cache/models)
-# Idempotent: files already present are kept and nothing is downloaded when all are there.
+# Idempotent: files already present (and matching their pinned sha256) are kept, and nothing
+# is downloaded when all are there.
 # Needs network access to PyPI (pip download --no-deps rapidocr-onnxruntime==1.4.4).
 set -euo pipefail
 
 case "${1:-}" in
   -h|--help)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 0 ;;
 esac
 
@@ -37,7 +38,21 @@ declare -A want=(
   [ch_ppocr_mobile_v2.0_cls_infer.onnx]=ppocr_cls.onnx
 )
 
+# sha256 of the models inside rapidocr-onnxruntime 1.4.4
+declare -A sha=(
+  [ppocr_det.onnx]=d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9
+  [ppocr_rec.onnx]=48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b
+  [ppocr_cls.onnx]=e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c
+)
+sha_ok() { [ "$(sha256sum "$1" | cut -d' ' -f1)" = "${sha[$(basename "$1")]}" ]; }
+
 missing=0
+for dst in "${want[@]}"; do
+  if [ -s "$cache/$dst" ] && ! sha_ok "$cache/$dst"; then
+    echo "checksum mismatch: $cache/$dst; fetching it again"
+    rm -f "$cache/$dst"
+  fi
+done
 for dst in "${want[@]}" ppocr_keys.txt; do
   if [ -s "$cache/$dst" ]; then echo "present: $cache/$dst"; else missing=1; fi
 done
@@ -73,7 +88,13 @@ EOF
       echo "error: $src not found in $(basename "$whl")" >&2
       exit 1
     fi
-    cp "$found" "$cache/$dst.part" && mv "$cache/$dst.part" "$cache/$dst"
+    cp "$found" "$cache/$dst.part"
+    if [ "$(sha256sum "$cache/$dst.part" | cut -d' ' -f1)" != "${sha[$dst]}" ]; then
+      rm -f "$cache/$dst.part"
+      echo "error: $src from $(basename "$whl") has an unexpected sha256" >&2
+      exit 1
+    fi
+    mv "$cache/$dst.part" "$cache/$dst"
     echo "copied: ${found#"$wheel_dir"/} -> $cache/$dst ($(du -h "$cache/$dst" | cut -f1))"
   done
 fi

@@ -45,15 +45,21 @@ regeneration it is replaced as a whole, so it must be empty, absent, or a previo
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # started with another interpreter: re-run with the project venv
+    _venv = Path(__file__).resolve().parent.parent / ".venv"
+    if (_venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != _venv.resolve():
+        os.execv(str(_venv / "bin" / "python"), [str(_venv / "bin" / "python"), *sys.argv])
+
 import argparse
 import contextlib
 import io
 import json
-import os
 import shutil
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -352,13 +358,16 @@ def ort_check(out_dir: Path, manifest: dict) -> None:
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     so.log_severity_level = 4
+    def clean(e: Exception) -> str:  # one line, no machine-specific paths
+        return " ".join(str(e).replace(str(out_dir) + os.sep, "").split())[:300]
+
     for c in manifest["cases"]:
         d = out_dir / c["dir"]
         try:
             model = onnx.load(str(d / "model.onnx"))
             sess = ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001
-            c["ort"], c["ort_detail"] = "unsupported", " ".join(str(e).split())[:300]
+            c["ort"], c["ort_detail"] = "unsupported", clean(e)
             continue
         g = model.graph
         inits = {t.name for t in g.initializer}
@@ -372,7 +381,7 @@ def ort_check(out_dir: Path, manifest: dict) -> None:
                 refs = [_load_value(ds / f"output_{i}.pb", g.output[i]) for i in range(n_out)]
                 outs = sess.run([o.name for o in g.output[:n_out]], feeds)
             except Exception as e:  # noqa: BLE001
-                status, detail = "error", " ".join(str(e).split())[:300]
+                status, detail = "error", clean(e)
                 break
             try:
                 for i, (r, o) in enumerate(zip(refs, outs)):

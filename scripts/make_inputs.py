@@ -31,16 +31,24 @@ Everything is drawn from numpy.random.default_rng(--seed).
 
 from __future__ import annotations
 
-import argparse
-import re
+import os
 import sys
 from pathlib import Path
+
+if __name__ == "__main__":  # started with another interpreter: re-run with the project venv
+    _venv = Path(__file__).resolve().parent.parent / ".venv"
+    if (_venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != _venv.resolve():
+        os.execv(str(_venv / "bin" / "python"), [str(_venv / "bin" / "python"), *sys.argv])
+
+import argparse
+import re
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from npzio import save_npz
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from npzio import save_npz  # noqa: E402
 
 PRESET_HW = {"det": (640, 640), "rec": (48, 320), "cls": (48, 192), "generic": (224, 224)}
 BATCH_NAME = re.compile(r"(^|[^a-z])(batch|bs|n|b|batch_size|p2o\.dynamicdimension\.0)$", re.I)

@@ -49,14 +49,21 @@ family (the op13 and op17 variants share weights, so their outputs agree).
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # started with another interpreter: re-run with the project venv
+    _venv = Path(__file__).resolve().parent.parent / ".venv"
+    if (_venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != _venv.resolve():
+        os.execv(str(_venv / "bin" / "python"), [str(_venv / "bin" / "python"), *sys.argv])
+
 import argparse
 import contextlib
 import json
 import math
-import sys
 import zlib
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import onnx

@@ -10,10 +10,17 @@ that are not tensors (sequences, maps) are skipped with a warning.
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
-import time
 from pathlib import Path
+
+if __name__ == "__main__":  # started with another interpreter: re-run with the project venv
+    _venv = Path(__file__).resolve().parent.parent / ".venv"
+    if (_venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != _venv.resolve():
+        os.execv(str(_venv / "bin" / "python"), [str(_venv / "bin" / "python"), *sys.argv])
+
+import argparse
+import time
 
 import numpy as np
 

@@ -2,6 +2,41 @@ use crate::proto;
 use crate::GraphError;
 use kvant_tensor::{DType, Tensor};
 
+/// Which optional scalar fields of a protobuf message were absent from the file.
+///
+/// ONNX is proto2, where an absent field and a field set to its default value (`""`, `0`) are
+/// different encodings. The IR stores such fields as plain values, so this set records the
+/// absent ones and saving writes them back absent; a round trip then reproduces the file's
+/// messages exactly. Objects kvant creates have an empty set: every field is written, and a
+/// field that was absent but has since been given a non-default value is written too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Absent(u8);
+
+impl Absent {
+    /// The `name` field (node, graph, value info, tensor).
+    pub const NAME: Absent = Absent(1);
+    /// The `domain` field (node, opset import).
+    pub const DOMAIN: Absent = Absent(1 << 1);
+    /// The `op_type` field (node).
+    pub const OP_TYPE: Absent = Absent(1 << 2);
+    /// The `version` field (opset import) or `ir_version` (model).
+    pub const VERSION: Absent = Absent(1 << 3);
+
+    /// Whether `field` is marked absent.
+    pub fn contains(self, field: Absent) -> bool {
+        self.0 & field.0 == field.0
+    }
+
+    /// Marks `field` absent when `absent` is true.
+    pub fn with(self, field: Absent, absent: bool) -> Absent {
+        if absent {
+            Absent(self.0 | field.0)
+        } else {
+            self
+        }
+    }
+}
+
 /// An opset a model imports: a domain (empty for the default ONNX domain) and its version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpsetImport {
@@ -9,6 +44,19 @@ pub struct OpsetImport {
     pub domain: String,
     /// Opset version.
     pub version: i64,
+    /// Fields absent from the file ([`Absent::DOMAIN`], [`Absent::VERSION`]).
+    pub absent: Absent,
+}
+
+impl OpsetImport {
+    /// An opset import with both fields present.
+    pub fn new(domain: impl Into<String>, version: i64) -> OpsetImport {
+        OpsetImport {
+            domain: domain.into(),
+            version,
+            absent: Absent::default(),
+        }
+    }
 }
 
 /// A model: one main graph plus model-wide metadata.
@@ -38,6 +86,8 @@ pub struct Model {
     pub functions: Vec<proto::FunctionProto>,
     /// Device configurations, kept as stored.
     pub configuration: Vec<proto::DeviceConfigurationProto>,
+    /// Fields absent from the file ([`Absent::VERSION`] for `ir_version`).
+    pub absent: Absent,
 }
 
 impl Model {
@@ -71,6 +121,8 @@ pub struct Initializer {
     pub doc_string: Option<String>,
     /// Key/value metadata.
     pub metadata_props: Vec<proto::StringStringEntryProto>,
+    /// Fields absent from the file ([`Absent::NAME`]).
+    pub absent: Absent,
 }
 
 impl Initializer {
@@ -81,6 +133,7 @@ impl Initializer {
             tensor,
             doc_string: None,
             metadata_props: Vec::new(),
+            absent: Absent::default(),
         }
     }
 }
@@ -107,6 +160,8 @@ pub struct ValueInfo {
     pub doc_string: Option<String>,
     /// Key/value metadata.
     pub metadata_props: Vec<proto::StringStringEntryProto>,
+    /// Fields absent from the file ([`Absent::NAME`]).
+    pub absent: Absent,
 }
 
 impl ValueInfo {
@@ -117,7 +172,9 @@ impl ValueInfo {
             .map(|d| proto::tensor_shape_proto::Dimension {
                 denotation: None,
                 value: match d {
-                    Dim::Fixed(v) => Some(proto::tensor_shape_proto::dimension::Value::DimValue(*v)),
+                    Dim::Fixed(v) => {
+                        Some(proto::tensor_shape_proto::dimension::Value::DimValue(*v))
+                    }
                     Dim::Symbolic(s) => Some(
                         proto::tensor_shape_proto::dimension::Value::DimParam(s.clone()),
                     ),
@@ -129,13 +186,16 @@ impl ValueInfo {
             name: name.into(),
             ty: Some(proto::TypeProto {
                 denotation: None,
-                value: Some(proto::type_proto::Value::TensorType(proto::type_proto::Tensor {
-                    elem_type: Some(dtype.onnx_code()),
-                    shape: Some(proto::TensorShapeProto { dim: dims }),
-                })),
+                value: Some(proto::type_proto::Value::TensorType(
+                    proto::type_proto::Tensor {
+                        elem_type: Some(dtype.onnx_code()),
+                        shape: Some(proto::TensorShapeProto { dim: dims }),
+                    },
+                )),
             }),
             doc_string: None,
             metadata_props: Vec::new(),
+            absent: Absent::default(),
         }
     }
 
@@ -180,6 +240,9 @@ impl ValueInfo {
 }
 
 /// An attribute value.
+// Graph attributes are held inline: boxing them would change the public variants, and
+// attributes are few per node, so the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttrValue {
     /// FLOAT.
@@ -286,6 +349,8 @@ pub struct Node {
     pub metadata_props: Vec<proto::StringStringEntryProto>,
     /// Device configurations, as stored.
     pub device_configurations: Vec<proto::NodeDeviceConfigurationProto>,
+    /// Fields absent from the file ([`Absent::NAME`], [`Absent::DOMAIN`], [`Absent::OP_TYPE`]).
+    pub absent: Absent,
 }
 
 macro_rules! attr_getter {
@@ -436,6 +501,8 @@ pub struct Graph {
     pub quantization_annotation: Vec<proto::TensorAnnotation>,
     /// Key/value metadata.
     pub metadata_props: Vec<proto::StringStringEntryProto>,
+    /// Fields absent from the file ([`Absent::NAME`]).
+    pub absent: Absent,
 }
 
 impl Graph {
@@ -452,6 +519,36 @@ impl Graph {
             .iter()
             .filter(|i| !init.contains(i.name.as_str()))
             .collect()
+    }
+
+    /// Names this graph reads but does not define (its outer-scope references, including those
+    /// of nested subgraphs), in first-use order.
+    pub fn free_variables(&self) -> Vec<String> {
+        let mut defined: std::collections::HashSet<&str> =
+            self.inputs.iter().map(|v| v.name.as_str()).collect();
+        defined.extend(self.initializers.iter().map(|i| i.name.as_str()));
+        let mut seen = std::collections::HashSet::new();
+        let mut free = Vec::new();
+        let mut note = |name: &str, defined: &std::collections::HashSet<&str>| {
+            if !name.is_empty() && !defined.contains(name) && seen.insert(name.to_string()) {
+                free.push(name.to_string());
+            }
+        };
+        for node in &self.nodes {
+            for name in node.present_inputs() {
+                note(name, &defined);
+            }
+            for sub in node.subgraphs() {
+                for name in sub.free_variables() {
+                    note(&name, &defined);
+                }
+            }
+            defined.extend(node.outputs.iter().map(String::as_str));
+        }
+        for out in &self.outputs {
+            note(&out.name, &defined);
+        }
+        free
     }
 
     /// Calls `f` on every node of this graph and of all nested subgraphs.

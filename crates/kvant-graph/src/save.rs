@@ -1,4 +1,4 @@
-use crate::ir::{AttrValue, Attribute, Graph, Initializer, Model, Node, ValueInfo};
+use crate::ir::{Absent, AttrValue, Attribute, Graph, Initializer, Model, Node, ValueInfo};
 use crate::{proto, GraphError};
 use kvant_tensor::npy::encode_le;
 use kvant_tensor::{write_atomic, DType, Tensor, TensorData};
@@ -65,7 +65,11 @@ pub fn save_model_with_options(
 }
 
 fn total_tensor_bytes(graph: &Graph) -> usize {
-    let mut total: usize = graph.initializers.iter().map(|i| i.tensor.byte_size()).sum();
+    let mut total: usize = graph
+        .initializers
+        .iter()
+        .map(|i| i.tensor.byte_size())
+        .sum();
     for node in &graph.nodes {
         for a in &node.attributes {
             match &a.value {
@@ -88,13 +92,13 @@ struct ExternalSink {
 
 fn model_to_proto(m: &Model, sink: &mut Option<ExternalSink>) -> proto::ModelProto {
     proto::ModelProto {
-        ir_version: Some(m.ir_version),
+        ir_version: int_field(m.ir_version, m.absent, Absent::VERSION),
         opset_import: m
             .opset_import
             .iter()
             .map(|o| proto::OperatorSetIdProto {
-                domain: Some(o.domain.clone()),
-                version: Some(o.version),
+                domain: string_field(&o.domain, o.absent, Absent::DOMAIN),
+                version: int_field(o.version, o.absent, Absent::VERSION),
             })
             .collect(),
         producer_name: m.producer_name.clone(),
@@ -112,7 +116,7 @@ fn model_to_proto(m: &Model, sink: &mut Option<ExternalSink>) -> proto::ModelPro
 
 fn value_info_to_proto(v: &ValueInfo) -> proto::ValueInfoProto {
     proto::ValueInfoProto {
-        name: Some(v.name.clone()),
+        name: string_field(&v.name, v.absent, Absent::NAME),
         r#type: v.ty.clone(),
         doc_string: v.doc_string.clone(),
         metadata_props: v.metadata_props.clone(),
@@ -122,7 +126,7 @@ fn value_info_to_proto(v: &ValueInfo) -> proto::ValueInfoProto {
 fn graph_to_proto(g: &Graph, sink: &mut Option<ExternalSink>) -> proto::GraphProto {
     proto::GraphProto {
         node: g.nodes.iter().map(|n| node_to_proto(n, sink)).collect(),
-        name: Some(g.name.clone()),
+        name: string_field(&g.name, g.absent, Absent::NAME),
         initializer: g
             .initializers
             .iter()
@@ -142,13 +146,27 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
+/// A string field as the file had it: absent when it was absent and is still empty.
+fn string_field(value: &str, absent: Absent, field: Absent) -> Option<String> {
+    if absent.contains(field) && value.is_empty() {
+        None
+    } else {
+        Some(value.to_string())
+    }
+}
+
+/// An integer field as the file had it: absent when it was absent and is still zero.
+fn int_field(value: i64, absent: Absent, field: Absent) -> Option<i64> {
+    (!(absent.contains(field) && value == 0)).then_some(value)
+}
+
 fn node_to_proto(n: &Node, sink: &mut Option<ExternalSink>) -> proto::NodeProto {
     proto::NodeProto {
         input: n.inputs.clone(),
         output: n.outputs.clone(),
-        name: non_empty(&n.name),
-        op_type: Some(n.op_type.clone()),
-        domain: non_empty(&n.domain),
+        name: string_field(&n.name, n.absent, Absent::NAME),
+        op_type: string_field(&n.op_type, n.absent, Absent::OP_TYPE),
+        domain: string_field(&n.domain, n.absent, Absent::DOMAIN),
         overload: n.overload.clone(),
         attribute: n
             .attributes
@@ -237,6 +255,7 @@ fn attribute_to_proto(a: &Attribute, sink: &mut Option<ExternalSink>) -> proto::
 
 fn initializer_to_proto(i: &Initializer, sink: &mut Option<ExternalSink>) -> proto::TensorProto {
     let mut p = tensor_to_proto(&i.name, &i.tensor);
+    p.name = string_field(&i.name, i.absent, Absent::NAME);
     p.doc_string = i.doc_string.clone();
     p.metadata_props = i.metadata_props.clone();
     if let (Some(sink), Some(raw)) = (sink.as_mut(), p.raw_data.as_ref()) {

@@ -83,30 +83,7 @@ impl ValueTable {
 
 /// Names a graph reads but does not define (its outer-scope references), in first-use order.
 pub fn free_variables(graph: &Graph) -> Vec<String> {
-    let mut defined: HashSet<&str> = graph.inputs.iter().map(|v| v.name.as_str()).collect();
-    defined.extend(graph.initializers.iter().map(|i| i.name.as_str()));
-    let mut seen = HashSet::new();
-    let mut free = Vec::new();
-    let mut note = |name: &str, defined: &HashSet<&str>, free: &mut Vec<String>| {
-        if !name.is_empty() && !defined.contains(name) && seen.insert(name.to_string()) {
-            free.push(name.to_string());
-        }
-    };
-    for node in &graph.nodes {
-        for name in node.present_inputs() {
-            note(name, &defined, &mut free);
-        }
-        for sub in node.subgraphs() {
-            for name in free_variables(sub) {
-                note(&name, &defined, &mut free);
-            }
-        }
-        defined.extend(node.outputs.iter().map(String::as_str));
-    }
-    for out in &graph.outputs {
-        note(&out.name, &defined, &mut free);
-    }
-    free
+    graph.free_variables()
 }
 
 /// Outer-scope names that a node's subgraphs read.

@@ -3,10 +3,33 @@ use kvant_graph::{Dim, Model};
 use kvant_tensor::Tensor;
 
 /// How a [`Session`] runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionOptions {
     /// Worker threads for kernels; 0 means one per available core.
     pub threads: usize,
+    /// Apply inference rewrites before planning (BatchNormalization folded into Conv, dead
+    /// nodes removed; see [`kvant_graph::passes::optimize_for_inference`]). Values that a
+    /// rewrite removes (a Conv's pre-BatchNormalization output) are then not seen by hooks.
+    pub optimize: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> SessionOptions {
+        SessionOptions {
+            threads: 0,
+            optimize: true,
+        }
+    }
+}
+
+impl SessionOptions {
+    /// Default options with a thread count.
+    pub fn with_threads(threads: usize) -> SessionOptions {
+        SessionOptions {
+            threads,
+            ..SessionOptions::default()
+        }
+    }
 }
 
 /// A planned model plus the thread pool that runs it.
@@ -34,7 +57,13 @@ impl Session {
             .build()
             .map_err(|e| crate::kernel_err(format!("cannot start {threads} threads: {e}")))?;
         // Planning folds constants, which runs kernels: do it on the same pool.
-        let plan = pool.install(|| Plan::new(model))?;
+        let plan = if options.optimize {
+            let mut optimized = model.clone();
+            kvant_graph::passes::optimize_for_inference(&mut optimized);
+            pool.install(|| Plan::new(&optimized))?
+        } else {
+            pool.install(|| Plan::new(model))?
+        };
         Ok(Session {
             plan,
             pool,

@@ -1,6 +1,545 @@
-//! Kernels: see the module list in [`crate::ops`].
+//! Control flow (`If`, `Loop`, `Scan`) and the random generators (see [`random`]).
+//!
+//! Subgraphs are planned once, when the node's kernel is built. At run time a kernel receives
+//! the outer-scope values its subgraphs read after its declared inputs (in
+//! [`BuildContext::implicit_inputs`] order) and hands each subgraph plan the ones it needs, by
+//! name. kvant's executor only carries tensors, so a subgraph whose inputs or outputs are
+//! declared as sequences, optionals or maps is reported as unsupported when it is built.
 
-use super::Registry;
+use super::{attr_err, input, normalize_axis, optional_input, BuildContext, Kernel, Registry};
+use crate::{kernel_err, unsupported, Plan, RuntimeError};
+use kvant_graph::{Dim, Graph, Node};
+use kvant_tensor::{DType, Tensor, TensorData};
+use std::ops::Range;
+
+pub mod random;
 
 /// Registers this module's operators.
-pub fn register(_r: &mut Registry) {}
+pub fn register(r: &mut Registry) {
+    r.add("If", build_if);
+    r.add("Loop", build_loop);
+    r.add("Scan", build_scan);
+    random::register(r);
+}
+
+/// A planned subgraph and where its outer-scope values come from.
+struct Body {
+    plan: Plan,
+    /// For each name in `plan.outer_names()`, its position among the node's implicit inputs.
+    outer_index: Vec<usize>,
+    /// Declared outputs of the graph (for element types and shapes when nothing ran).
+    outputs: Vec<kvant_graph::ValueInfo>,
+}
+
+impl Body {
+    fn new(graph: &Graph, ctx: &BuildContext) -> Result<Body, RuntimeError> {
+        for v in graph.inputs.iter().chain(&graph.outputs) {
+            if !v.is_tensor() {
+                return Err(unsupported(format!(
+                    "subgraph '{}' value '{}' is not a tensor (sequence / optional / map \
+                     values are not represented by kvant's executor)",
+                    graph.name, v.name
+                )));
+            }
+        }
+        let plan = ctx.build_subgraph(graph)?;
+        let outer_index = plan
+            .outer_names()
+            .map(|name| {
+                ctx.implicit_inputs
+                    .iter()
+                    .position(|n| n == name)
+                    .ok_or_else(|| {
+                        kernel_err(format!(
+                            "subgraph '{}' reads '{name}', which the enclosing scope does not \
+                             provide",
+                            graph.name
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Body {
+            plan,
+            outer_index,
+            outputs: graph.outputs.clone(),
+        })
+    }
+
+    fn input_count(&self) -> usize {
+        self.plan.inputs().count()
+    }
+
+    /// Picks this body's outer values out of the node's implicit inputs.
+    fn outer<'a>(&self, implicit: &[Option<&'a Tensor>]) -> Result<Vec<&'a Tensor>, RuntimeError> {
+        self.outer_index
+            .iter()
+            .map(|&i| {
+                implicit
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .ok_or_else(|| kernel_err(format!("outer-scope value {i} is missing")))
+            })
+            .collect()
+    }
+
+    fn run(&self, inputs: &[&Tensor], outer: &[&Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        let out = self.plan.run_subgraph(inputs, outer)?;
+        if out.len() != self.outputs.len() {
+            return Err(kernel_err(format!(
+                "subgraph produced {} outputs, expected {}",
+                out.len(),
+                self.outputs.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Shape and type of a scan output's slice when the body never ran (from declarations).
+    fn declared_slice(&self, index: usize) -> Option<(DType, Vec<usize>)> {
+        let info = self.outputs.get(index)?;
+        let dtype = info.dtype()?;
+        let shape = info
+            .shape()?
+            .into_iter()
+            .map(|d| match d {
+                Dim::Fixed(v) if v >= 0 => Some(v as usize),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((dtype, shape))
+    }
+}
+
+/// Reads a single-element tensor as a bool (any numeric type; non-zero is true).
+fn scalar_bool(t: &Tensor, what: &str) -> Result<bool, RuntimeError> {
+    if t.len() != 1 {
+        return Err(kernel_err(format!(
+            "{what} must have one element, got shape {:?}",
+            t.shape()
+        )));
+    }
+    let v = t.cast(DType::Bool)?.into_vec::<bool>()?;
+    Ok(v.first().copied().unwrap_or(false))
+}
+
+// ---------------------------------------------------------------------------------------------
+// If
+
+struct If {
+    then_branch: Body,
+    else_branch: Body,
+}
+
+fn build_if(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+    let branch = |name: &str| -> Result<Body, RuntimeError> {
+        let g = node
+            .attr_graph(name)
+            .map_err(attr_err)?
+            .ok_or_else(|| kernel_err(format!("attribute '{name}' is required")))?;
+        Body::new(g, ctx)
+    };
+    let then_branch = branch("then_branch")?;
+    let else_branch = branch("else_branch")?;
+    for b in [&then_branch, &else_branch] {
+        if b.input_count() != 0 {
+            return Err(kernel_err("If branches must not declare inputs"));
+        }
+    }
+    if then_branch.outputs.len() != else_branch.outputs.len() {
+        return Err(kernel_err(format!(
+            "then_branch has {} outputs but else_branch has {}",
+            then_branch.outputs.len(),
+            else_branch.outputs.len()
+        )));
+    }
+    Ok(Box::new(If {
+        then_branch,
+        else_branch,
+    }))
+}
+
+impl Kernel for If {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, RuntimeError> {
+        let cond = scalar_bool(input(inputs, 0)?, "cond")?;
+        let implicit = inputs.get(1..).unwrap_or(&[]);
+        let branch = if cond {
+            &self.then_branch
+        } else {
+            &self.else_branch
+        };
+        let outer = branch.outer(implicit)?;
+        branch.run(&[], &outer)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loop
+
+struct Loop {
+    body: Body,
+    /// Declared inputs of the node (M, cond, then the loop-carried initial values).
+    declared: usize,
+    carried: usize,
+    scans: usize,
+}
+
+fn build_loop(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+    let graph = node
+        .attr_graph("body")
+        .map_err(attr_err)?
+        .ok_or_else(|| kernel_err("attribute 'body' is required"))?;
+    let declared = node.inputs.len();
+    if declared < 2 {
+        return Err(kernel_err("Loop needs the inputs M and cond (either may be empty)"));
+    }
+    let carried = declared - 2;
+    let body = Body::new(graph, ctx)?;
+    if body.input_count() != carried + 2 {
+        return Err(kernel_err(format!(
+            "the body declares {} inputs, expected {} (iteration number, condition and {} \
+             loop-carried values)",
+            body.input_count(),
+            carried + 2,
+            carried
+        )));
+    }
+    let Some(scans) = body.outputs.len().checked_sub(carried + 1) else {
+        return Err(kernel_err(format!(
+            "the body has {} outputs, expected at least {}",
+            body.outputs.len(),
+            carried + 1
+        )));
+    };
+    Ok(Box::new(Loop {
+        body,
+        declared,
+        carried,
+        scans,
+    }))
+}
+
+impl Kernel for Loop {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, RuntimeError> {
+        let max_trips = match optional_input(inputs, 0) {
+            Some(m) => {
+                let v = m.to_i64_vec()?;
+                match v.as_slice() {
+                    [n] => Some(*n),
+                    _ => return Err(kernel_err("M must have one element")),
+                }
+            }
+            None => None,
+        };
+        let mut cond = match optional_input(inputs, 1) {
+            Some(c) => scalar_bool(c, "cond")?,
+            None => true,
+        };
+        let mut state: Vec<Tensor> = (0..self.carried)
+            .map(|i| input(inputs, 2 + i).cloned())
+            .collect::<Result<_, _>>()?;
+        let implicit = inputs.get(self.declared..).unwrap_or(&[]);
+        let outer = self.body.outer(implicit)?;
+        let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); self.scans];
+
+        let mut iter: i64 = 0;
+        while cond && max_trips.is_none_or(|m| iter < m) {
+            let iter_t = Tensor::scalar(iter);
+            let cond_t = Tensor::scalar(cond);
+            let mut args: Vec<&Tensor> = Vec::with_capacity(2 + self.carried);
+            args.push(&iter_t);
+            args.push(&cond_t);
+            args.extend(state.iter());
+            let mut out = self.body.run(&args, &outer)?.into_iter();
+            let cond_out = out
+                .next()
+                .ok_or_else(|| kernel_err("the body produced no condition"))?;
+            cond = scalar_bool(&cond_out, "the body's condition output")?;
+            state = out.by_ref().take(self.carried).collect();
+            for (k, t) in out.enumerate() {
+                if let Some(first) = scans[k].first() {
+                    if first.shape() != t.shape() || first.dtype() != t.dtype() {
+                        return Err(kernel_err(format!(
+                            "scan output {k} changes from {} {:?} to {} {:?} between iterations",
+                            first.dtype(),
+                            first.shape(),
+                            t.dtype(),
+                            t.shape()
+                        )));
+                    }
+                }
+                scans[k].push(t);
+            }
+            iter += 1;
+        }
+
+        let mut results = state;
+        for (k, parts) in scans.into_iter().enumerate() {
+            if parts.is_empty() {
+                // No iteration ran: an empty stack, shaped after the body's declaration.
+                let (dtype, slice) = self
+                    .body
+                    .declared_slice(1 + self.carried + k)
+                    .unwrap_or((DType::F32, Vec::new()));
+                let mut shape = vec![0];
+                shape.extend(slice);
+                results.push(Tensor::zeros(dtype, shape));
+            } else {
+                results.push(stack(&parts, 0)?);
+            }
+        }
+        Ok(results)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scan
+
+struct Scan {
+    body: Body,
+    declared: usize,
+    states: usize,
+    scan_inputs: usize,
+    input_axes: Vec<i64>,
+    input_reverse: Vec<bool>,
+    output_axes: Vec<i64>,
+    output_reverse: Vec<bool>,
+}
+
+fn build_scan(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+    if ctx.opset < 9 {
+        // Scan-8 has a batch axis and a sequence_lens input; kvant implements the opset 9 form.
+        return Err(unsupported("Scan before opset 9 (batched form with sequence_lens)"));
+    }
+    let graph = node
+        .attr_graph("body")
+        .map_err(attr_err)?
+        .ok_or_else(|| kernel_err("attribute 'body' is required"))?;
+    let m = node
+        .attr_int("num_scan_inputs")
+        .map_err(attr_err)?
+        .ok_or_else(|| kernel_err("attribute 'num_scan_inputs' is required"))?;
+    let declared = node.inputs.len();
+    if m < 1 || m as usize > declared {
+        return Err(kernel_err(format!(
+            "num_scan_inputs is {m} but the node has {declared} inputs"
+        )));
+    }
+    let scan_inputs = m as usize;
+    let states = declared - scan_inputs;
+    let body = Body::new(graph, ctx)?;
+    if body.input_count() != declared {
+        return Err(kernel_err(format!(
+            "the body declares {} inputs, expected {declared}",
+            body.input_count()
+        )));
+    }
+    let Some(scan_outputs) = body.outputs.len().checked_sub(states) else {
+        return Err(kernel_err(format!(
+            "the body has {} outputs, expected at least {states}",
+            body.outputs.len()
+        )));
+    };
+    let list = |name: &str, len: usize| -> Result<Vec<i64>, RuntimeError> {
+        match node.attr_ints(name).map_err(attr_err)? {
+            Some(v) if v.len() == len => Ok(v.to_vec()),
+            Some(v) => Err(kernel_err(format!(
+                "attribute '{name}' has {} entries, expected {len}",
+                v.len()
+            ))),
+            None => Ok(vec![0; len]),
+        }
+    };
+    let flags = |name: &str, len: usize| -> Result<Vec<bool>, RuntimeError> {
+        list(name, len)?
+            .into_iter()
+            .map(|v| match v {
+                0 => Ok(false),
+                1 => Ok(true),
+                other => Err(kernel_err(format!(
+                    "attribute '{name}' entries must be 0 or 1, got {other}"
+                ))),
+            })
+            .collect()
+    };
+    Ok(Box::new(Scan {
+        input_axes: list("scan_input_axes", scan_inputs)?,
+        input_reverse: flags("scan_input_directions", scan_inputs)?,
+        output_axes: list("scan_output_axes", scan_outputs)?,
+        output_reverse: flags("scan_output_directions", scan_outputs)?,
+        body,
+        declared,
+        states,
+        scan_inputs,
+    }))
+}
+
+impl Kernel for Scan {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, RuntimeError> {
+        let mut state: Vec<Tensor> = (0..self.states)
+            .map(|i| input(inputs, i).cloned())
+            .collect::<Result<_, _>>()?;
+        let xs: Vec<&Tensor> = (0..self.scan_inputs)
+            .map(|j| input(inputs, self.states + j))
+            .collect::<Result<_, _>>()?;
+        let axes: Vec<usize> = xs
+            .iter()
+            .zip(&self.input_axes)
+            .map(|(x, &a)| normalize_axis(a, x.rank()))
+            .collect::<Result<_, _>>()?;
+        let len = xs.first().map_or(0, |x| x.shape()[axes[0]]);
+        for (x, &a) in xs.iter().zip(&axes) {
+            if x.shape()[a] != len {
+                return Err(kernel_err(format!(
+                    "scan inputs disagree on the sequence length ({} vs {len})",
+                    x.shape()[a]
+                )));
+            }
+        }
+        let implicit = inputs.get(self.declared..).unwrap_or(&[]);
+        let outer = self.body.outer(implicit)?;
+        let n_out = self.output_axes.len();
+        let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); n_out];
+
+        for i in 0..len {
+            let slices: Vec<Tensor> = xs
+                .iter()
+                .zip(&axes)
+                .zip(&self.input_reverse)
+                .map(|((x, &a), &rev)| take_along(x, a, if rev { len - 1 - i } else { i }))
+                .collect::<Result<_, _>>()?;
+            let mut args: Vec<&Tensor> = state.iter().collect();
+            args.extend(slices.iter());
+            let mut out = self.body.run(&args, &outer)?.into_iter();
+            state = out.by_ref().take(self.states).collect();
+            for (k, t) in out.enumerate() {
+                if let Some(first) = scans[k].first() {
+                    if first.shape() != t.shape() || first.dtype() != t.dtype() {
+                        return Err(kernel_err(format!(
+                            "scan output {k} changes shape between iterations ({:?} vs {:?})",
+                            first.shape(),
+                            t.shape()
+                        )));
+                    }
+                }
+                scans[k].push(t);
+            }
+        }
+
+        let mut results = state;
+        for (k, mut parts) in scans.into_iter().enumerate() {
+            if parts.is_empty() {
+                let (dtype, slice) = self.body.declared_slice(self.states + k).ok_or_else(|| {
+                    unsupported("a zero-length Scan whose body does not declare its output shapes")
+                })?;
+                let axis = normalize_axis(self.output_axes[k], slice.len() + 1)?;
+                let mut shape = slice;
+                shape.insert(axis, 0);
+                results.push(Tensor::zeros(dtype, shape));
+                continue;
+            }
+            if self.output_reverse[k] {
+                parts.reverse();
+            }
+            let axis = normalize_axis(self.output_axes[k], parts[0].rank() + 1)?;
+            results.push(stack(&parts, axis)?);
+        }
+        Ok(results)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slicing and stacking, for any element type
+
+/// Copies the given ranges of `data`, in order, into a new vector of the same type.
+fn copy_ranges(data: &TensorData, ranges: &[Range<usize>]) -> Result<TensorData, RuntimeError> {
+    fn pick<T: Clone>(src: &[T], ranges: &[Range<usize>]) -> Vec<T> {
+        let mut out = Vec::with_capacity(ranges.iter().map(|r| r.len()).sum());
+        for r in ranges {
+            out.extend_from_slice(&src[r.clone()]);
+        }
+        out
+    }
+    Ok(match data {
+        TensorData::String(v) => TensorData::String(pick(v, ranges)),
+        other => kvant_tensor::dispatch_typed!(other.dtype(), T => {
+            let src = <T as kvant_tensor::Element>::slice(other)
+                .ok_or_else(|| kernel_err("tensor data does not match its type"))?;
+            <T as kvant_tensor::Element>::into_data(pick(src, ranges))
+        }, _ => return Err(unsupported(format!("{} tensors in a Scan", other.dtype())))),
+    })
+}
+
+/// The slice `index` of `t` along `axis`, with that axis removed.
+fn take_along(t: &Tensor, axis: usize, index: usize) -> Result<Tensor, RuntimeError> {
+    let shape = t.shape();
+    let outer: usize = shape[..axis].iter().product();
+    let n = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let ranges: Vec<Range<usize>> = (0..outer)
+        .map(|o| {
+            let start = (o * n + index) * inner;
+            start..start + inner
+        })
+        .collect();
+    let data = copy_ranges(t.data(), &ranges)?;
+    let mut out_shape = shape.to_vec();
+    out_shape.remove(axis);
+    Ok(Tensor::new(out_shape, data)?)
+}
+
+/// Stacks tensors of one shape and type along a new axis `axis`.
+fn stack(parts: &[Tensor], axis: usize) -> Result<Tensor, RuntimeError> {
+    let Some(first) = parts.first() else {
+        return Err(kernel_err("nothing to stack"));
+    };
+    let shape = first.shape();
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis..].iter().product();
+    // Lay the parts end to end, then pick rows in (outer, part, inner) order.
+    let joined = join(parts)?;
+    let count = parts.len();
+    let ranges: Vec<Range<usize>> = (0..outer)
+        .flat_map(|o| {
+            (0..count).map(move |p| {
+                let start = (p * outer + o) * inner;
+                start..start + inner
+            })
+        })
+        .collect();
+    let data = if axis == 0 {
+        joined
+    } else {
+        copy_ranges(&joined, &ranges)?
+    };
+    let mut out_shape = shape.to_vec();
+    out_shape.insert(axis, count);
+    Ok(Tensor::new(out_shape, data)?)
+}
+
+/// Concatenates the data of same-typed tensors.
+fn join(parts: &[Tensor]) -> Result<TensorData, RuntimeError> {
+    let Some(first) = parts.first() else {
+        return Err(kernel_err("nothing to join"));
+    };
+    let dtype = first.dtype();
+    Ok(match first.data() {
+        TensorData::String(_) => {
+            let mut out = Vec::new();
+            for p in parts {
+                match p.data() {
+                    TensorData::String(v) => out.extend_from_slice(v),
+                    _ => return Err(kernel_err("scan outputs change type between iterations")),
+                }
+            }
+            TensorData::String(out)
+        }
+        _ => kvant_tensor::dispatch_typed!(dtype, T => {
+            let mut out: Vec<T> = Vec::new();
+            for p in parts {
+                out.extend_from_slice(p.as_slice::<T>()?);
+            }
+            <T as kvant_tensor::Element>::into_data(out)
+        }, _ => return Err(unsupported(format!("{dtype} scan outputs")))),
+    })
+}

@@ -1,0 +1,718 @@
+//! Conv, ConvTranspose and ConvInteger.
+//!
+//! Every convolution is normalized to three spatial dimensions (see [`super::geometry`]).
+//! Float convolutions use im2col + `gemm` (a 1x1 / stride 1 / unpadded convolution multiplies
+//! the input planes directly), depthwise 2-D convolutions a direct kernel vectorized along
+//! output rows, and ConvTranspose `gemm` + col2im. f16 / bf16 are computed in f32.
+
+use super::blas::{gemm, GemmElem, Mat};
+use super::geometry::{usize_list, valid_range, AutoPad, Window, WindowAttrs, SPATIAL};
+use crate::ops::{attr_err, input, optional_input, BuildContext, Kernel, Registry};
+use crate::{kernel_err, unsupported, RuntimeError};
+use kvant_graph::Node;
+use kvant_tensor::{DType, Element, Tensor};
+use rayon::prelude::*;
+
+/// Registers Conv, ConvTranspose and ConvInteger.
+pub(super) fn register(r: &mut Registry) {
+    r.add("Conv", build_conv);
+    r.add("ConvTranspose", build_conv_transpose);
+    r.add("ConvInteger", build_conv_integer);
+}
+
+/// Work (multiply-adds) below which one product is not split across threads.
+const PARALLEL_WORK: usize = 1 << 20;
+
+/// Shapes of one convolution, checked against each other.
+#[derive(Debug, Clone)]
+struct ConvDims {
+    batch: usize,
+    in_channels: usize,
+    out_channels: usize,
+    group: usize,
+    window: Window,
+}
+
+impl ConvDims {
+    fn in_per_group(&self) -> usize {
+        self.in_channels / self.group
+    }
+    fn out_per_group(&self) -> usize {
+        self.out_channels / self.group
+    }
+    /// Rows of the im2col matrix of one group.
+    fn col_rows(&self) -> usize {
+        self.in_per_group() * self.window.kernel_size()
+    }
+    fn output_shape(&self) -> Vec<usize> {
+        let mut shape = vec![self.batch, self.out_channels];
+        shape.extend(self.window.output_shape());
+        shape
+    }
+}
+
+/// Checks X `[N, C, spatial...]` and W `[M, C / group, kernel...]` and resolves the window.
+fn conv_dims(
+    attrs: &WindowAttrs,
+    group: usize,
+    x: &[usize],
+    w: &[usize],
+) -> Result<ConvDims, RuntimeError> {
+    if x.len() < 3 || w.len() != x.len() {
+        return Err(kernel_err(format!(
+            "Conv input {x:?} and weight {w:?} must have the same rank, at least 3"
+        )));
+    }
+    let (batch, in_channels, out_channels) = (x[0], x[1], w[0]);
+    if in_channels % group != 0 || out_channels % group != 0 || w[1] * group != in_channels {
+        return Err(kernel_err(format!(
+            "Conv channels do not match: input {x:?}, weight {w:?}, group {group}"
+        )));
+    }
+    if let Some(k) = &attrs.kernel {
+        if k.as_slice() != &w[2..] {
+            return Err(kernel_err(format!(
+                "kernel_shape {k:?} differs from the weight's {:?}",
+                &w[2..]
+            )));
+        }
+    }
+    let window = attrs.resolve(&x[2..], Some(&w[2..]))?;
+    Ok(ConvDims {
+        batch,
+        in_channels,
+        out_channels,
+        group,
+        window,
+    })
+}
+
+fn parse_group(node: &Node) -> Result<usize, RuntimeError> {
+    match node.attr_int("group").map_err(attr_err)?.unwrap_or(1) {
+        g if g >= 1 => Ok(g as usize),
+        g => Err(kernel_err(format!("group must be positive, got {g}"))),
+    }
+}
+
+/// The float element types the convolution loops run on.
+trait ConvElem: GemmElem + Element {
+    /// One depthwise output plane (see [`depthwise_plane_impl`]).
+    fn depthwise_plane(x: &[Self], w: &[Self], bias: Self, win: &Window, out: &mut [Self]);
+}
+
+impl ConvElem for f32 {
+    fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, win: &Window, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports the feature the function is compiled for.
+                unsafe { depthwise_plane_avx2(x, w, bias, win, out) };
+                return;
+            }
+        }
+        depthwise_plane_impl(x, w, bias, win, out)
+    }
+}
+
+impl ConvElem for f64 {
+    fn depthwise_plane(x: &[f64], w: &[f64], bias: f64, win: &Window, out: &mut [f64]) {
+        depthwise_plane_impl(x, w, bias, win, out)
+    }
+}
+
+/// Copies the receptive fields of one image `x` (`[C, D, H, W]`) into `col`
+/// (`[C * kernel, output positions]`, row-major), zeros where the window hits padding.
+fn im2col<T: Copy + Default + Send + Sync>(x: &[T], win: &Window, col: &mut [T], parallel: bool) {
+    let p = win.output_size();
+    let taps = win.kernel_size();
+    let plane = win.input_size();
+    if p == 0 || taps == 0 {
+        return;
+    }
+    let fill = |(row_index, row): (usize, &mut [T])| {
+        let (c, tap) = (row_index / taps, row_index % taps);
+        let kk = [
+            tap / (win.kernel[1] * win.kernel[2]),
+            (tap / win.kernel[2]) % win.kernel[1],
+            tap % win.kernel[2],
+        ];
+        let src = x.get(c * plane..(c + 1) * plane).unwrap_or(&[]);
+        fill_col_row(src, win, kk, row);
+    };
+    if parallel {
+        col.par_chunks_mut(p).enumerate().for_each(fill);
+    } else {
+        col.chunks_mut(p).enumerate().for_each(fill);
+    }
+}
+
+/// Offset of input coordinate `o * stride + tap * dilation - pad` relative to `o * stride`.
+#[inline]
+fn tap_offset(win: &Window, dim: usize, tap: usize) -> isize {
+    (tap * win.dilation[dim]) as isize - win.pad_begin[dim] as isize
+}
+
+/// Fills one im2col row: kernel tap `kk` over every output position.
+fn fill_col_row<T: Copy + Default>(src: &[T], win: &Window, kk: [usize; 3], row: &mut [T]) {
+    let [id, ih, iw] = win.input;
+    let [od, oh, ow] = win.output;
+    let [sd, sh, sw] = win.stride;
+    let (rd, rh, rw) = (
+        valid_range(od, id, sd, tap_offset(win, 0, kk[0])),
+        valid_range(oh, ih, sh, tap_offset(win, 1, kk[1])),
+        valid_range(ow, iw, sw, tap_offset(win, 2, kk[2])),
+    );
+    let off_w = tap_offset(win, 2, kk[2]);
+    for (z, block) in row.chunks_mut(oh * ow).enumerate().take(od) {
+        if z < rd.0 || z >= rd.1 {
+            block.fill(T::default());
+            continue;
+        }
+        let iz = (z * sd) as isize + tap_offset(win, 0, kk[0]);
+        for (y, dst) in block.chunks_mut(ow).enumerate().take(oh) {
+            if y < rh.0 || y >= rh.1 {
+                dst.fill(T::default());
+                continue;
+            }
+            let iy = (y * sh) as isize + tap_offset(win, 1, kk[1]);
+            let start = (iz as usize * ih + iy as usize) * iw;
+            let src_row = &src[start..start + iw];
+            let (lo, hi) = rw;
+            dst[..lo].fill(T::default());
+            dst[hi..].fill(T::default());
+            if sw == 1 {
+                let s0 = (lo as isize + off_w) as usize;
+                dst[lo..hi].copy_from_slice(&src_row[s0..s0 + (hi - lo)]);
+            } else {
+                for (o, d) in dst[lo..hi].iter_mut().enumerate() {
+                    *d = src_row[(((lo + o) * sw) as isize + off_w) as usize];
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise 2-D convolution of one output plane: `out[oh, ow] = bias + sum w * x`, computed
+/// as one axpy per (output row, kernel tap) so that the inner loop is a contiguous (stride 1)
+/// or strided row the compiler vectorizes.
+#[inline(always)]
+fn depthwise_plane_impl<T: GemmElem>(x: &[T], w: &[T], bias: T, win: &Window, out: &mut [T]) {
+    let [_, ih, iw] = win.input;
+    let [_, oh, ow] = win.output;
+    let [_, sh, sw] = win.stride;
+    let [_, kh, kw] = win.kernel;
+    out.fill(bias);
+    if ow == 0 {
+        return;
+    }
+    for (y, out_row) in out.chunks_mut(ow).enumerate().take(oh) {
+        for ky in 0..kh {
+            let iy = (y * sh) as isize + tap_offset(win, 1, ky);
+            if iy < 0 || iy >= ih as isize {
+                continue;
+            }
+            let start = iy as usize * iw;
+            let in_row = &x[start..start + iw];
+            for kx in 0..kw {
+                let wv = w[ky * kw + kx];
+                let off = tap_offset(win, 2, kx);
+                let (lo, hi) = valid_range(ow, iw, sw, off);
+                if lo >= hi {
+                    continue;
+                }
+                if sw == 1 {
+                    let s0 = (lo as isize + off) as usize;
+                    for (o, &v) in out_row[lo..hi].iter_mut().zip(&in_row[s0..s0 + (hi - lo)]) {
+                        *o = T::mul_add(wv, v, *o);
+                    }
+                } else {
+                    for (i, o) in out_row[lo..hi].iter_mut().enumerate() {
+                        let v = in_row[(((lo + i) * sw) as isize + off) as usize];
+                        *o = T::mul_add(wv, v, *o);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn depthwise_plane_avx2(x: &[f32], w: &[f32], bias: f32, win: &Window, out: &mut [f32]) {
+    depthwise_plane_impl(x, w, bias, win, out)
+}
+
+/// Runs a float convolution. `x`: `[N, C, spatial]`, `w`: `[M, C / group, kernel]`.
+fn conv_float<T: ConvElem>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    d: &ConvDims,
+) -> Result<Vec<T>, RuntimeError> {
+    let win = &d.window;
+    let (cg, mg, g) = (d.in_per_group(), d.out_per_group(), d.group);
+    let (plane_in, plane_out) = (win.input_size(), win.output_size());
+    let k = d.col_rows();
+    if x.len() != d.batch * d.in_channels * plane_in || w.len() != d.out_channels * k {
+        return Err(kernel_err("Conv input or weight is smaller than its shape"));
+    }
+    if bias.is_some_and(|b| b.len() != d.out_channels) {
+        return Err(kernel_err(format!(
+            "Conv bias must have {} values",
+            d.out_channels
+        )));
+    }
+    let mut out = vec![T::ZERO; d.batch * d.out_channels * plane_out];
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let threads = rayon::current_num_threads();
+
+    // Depthwise (one input channel per group), 2-D: direct kernel, parallel over planes.
+    if cg == 1 && win.kernel[0] == 1 && win.input[0] == 1 {
+        let taps = win.kernel_size();
+        let task = |(plane, o): (usize, &mut [T])| {
+            let (n, m) = (plane / d.out_channels, plane % d.out_channels);
+            // Output channel m reads input channel m / (M / group).
+            let c = m / mg;
+            let xs = &x[(n * d.in_channels + c) * plane_in..][..plane_in];
+            let ws = &w[m * taps..(m + 1) * taps];
+            T::depthwise_plane(xs, ws, bias.map_or(T::ZERO, |b| b[m]), win, o);
+        };
+        if threads > 1 {
+            out.par_chunks_mut(plane_out).enumerate().for_each(task);
+        } else {
+            out.chunks_mut(plane_out).enumerate().for_each(task);
+        }
+        return Ok(out);
+    }
+
+    let pointwise = win.is_pointwise();
+    let items = d.batch * g;
+    let work = mg * k * plane_out;
+    // One (image, group) product: out block `[mg, P]` = W_g `[mg, k]` x col `[k, P]`.
+    let product = |item: usize, o: &mut [T], col: &mut Vec<T>, threads: usize| {
+        let (n, gi) = (item / g, item % g);
+        let x_img = &x[(n * d.in_channels + gi * cg) * plane_in..][..cg * plane_in];
+        let rhs: &[T] = if pointwise {
+            x_img
+        } else {
+            col.resize(k * plane_out, T::ZERO);
+            im2col(x_img, win, col, threads > 1);
+            col
+        };
+        if let Some(b) = bias {
+            for (row, &bv) in o.chunks_mut(plane_out).zip(&b[gi * mg..(gi + 1) * mg]) {
+                row.fill(bv);
+            }
+        }
+        gemm(
+            mg,
+            plane_out,
+            k,
+            o,
+            plane_out,
+            bias.is_some(),
+            Mat::row_major(&w[gi * mg * k..(gi + 1) * mg * k], k),
+            Mat::row_major(rhs, plane_out),
+            T::ONE,
+            threads,
+        )
+    };
+    if items > 1 && threads > 1 && (items >= threads || work < PARALLEL_WORK) {
+        out.par_chunks_mut(mg * plane_out)
+            .enumerate()
+            .try_for_each_init(Vec::new, |col, (item, o)| product(item, o, col, 1))?;
+    } else {
+        let mut col = Vec::new();
+        for (item, o) in out.chunks_mut(mg * plane_out).enumerate() {
+            product(item, o, &mut col, threads)?;
+        }
+    }
+    Ok(out)
+}
+
+
+/// Checks that optional bias / weight types match the input's.
+fn same_types(what: &str, tensors: &[Option<&Tensor>]) -> Result<DType, RuntimeError> {
+    let mut dtype = None;
+    for t in tensors.iter().flatten() {
+        match dtype {
+            None => dtype = Some(t.dtype()),
+            Some(d) if d != t.dtype() => {
+                return Err(kernel_err(format!(
+                    "{what} inputs have different types {d} and {}",
+                    t.dtype()
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    dtype.ok_or_else(|| kernel_err(format!("{what} has no inputs")))
+}
+
+/// Casts f16 / bf16 operands to f32 so that one float path serves them.
+fn widen(t: Option<&Tensor>) -> Result<Option<Tensor>, RuntimeError> {
+    Ok(t.map(|t| t.cast(DType::F32)).transpose()?)
+}
+
+/// Conv (float).
+struct ConvKernel {
+    attrs: WindowAttrs,
+    group: usize,
+}
+
+fn build_conv(node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+    Ok(Box::new(ConvKernel {
+        attrs: WindowAttrs::parse(node)?,
+        group: parse_group(node)?,
+    }))
+}
+
+impl ConvKernel {
+    fn run_typed<T: ConvElem>(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> Result<Tensor, RuntimeError> {
+        let d = conv_dims(&self.attrs, self.group, x.shape(), w.shape())?;
+        let bias = b.map(|b| b.as_slice::<T>()).transpose()?;
+        let out = conv_float(x.as_slice::<T>()?, w.as_slice::<T>()?, bias, &d)?;
+        Ok(Tensor::from_vec(d.output_shape(), out)?)
+    }
+}
+
+impl Kernel for ConvKernel {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, RuntimeError> {
+        let (x, w, b) = (input(inputs, 0)?, input(inputs, 1)?, optional_input(inputs, 2));
+        let y = match same_types("Conv", &[Some(x), Some(w), b])? {
+            DType::F32 => self.run_typed::<f32>(x, w, b)?,
+            DType::F64 => self.run_typed::<f64>(x, w, b)?,
+            d @ (DType::F16 | DType::BF16) => {
+                let (x, w) = (x.cast(DType::F32)?, w.cast(DType::F32)?);
+                let b = widen(b)?;
+                self.run_typed::<f32>(&x, &w, b.as_ref())?.cast(d)?
+            }
+            d => return Err(unsupported(format!("Conv of {d}"))),
+        };
+        Ok(vec![y])
+    }
+}
+
+/// ConvInteger: `conv(X - x_zero_point, W - w_zero_point)` in i32.
+struct ConvIntegerKernel {
+    attrs: WindowAttrs,
+    group: usize,
+}
+
+fn build_conv_integer(node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+    Ok(Box::new(ConvIntegerKernel {
+        attrs: WindowAttrs::parse(node)?,
+        group: parse_group(node)?,
+    }))
+}
+
+fn quantized(t: &Tensor, what: &str) -> Result<Vec<i64>, RuntimeError> {
+    match t.dtype() {
+        DType::U8 | DType::I8 => Ok(t.to_i64_vec()?),
+        d => Err(unsupported(format!("ConvInteger {what} of type {d}"))),
+    }
+}
+
+impl Kernel for ConvIntegerKernel {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, RuntimeError> {
+        let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
+        let d = conv_dims(&self.attrs, self.group, x.shape(), w.shape())?;
+        let mut xv = quantized(x, "input")?;
+        let mut wv = quantized(w, "weight")?;
+        if let Some(zp) = optional_input(inputs, 2) {
+            match quantized(zp, "x_zero_point")?.as_slice() {
+                [z] => xv.iter_mut().for_each(|v| *v -= z),
+                _ => return Err(unsupported("ConvInteger x_zero_point that is not a scalar")),
+            }
+        }
+        let k = d.col_rows();
+        if let Some(zp) = optional_input(inputs, 3) {
+            let zp = quantized(zp, "w_zero_point")?;
+            if zp.len() == 1 {
+                wv.iter_mut().for_each(|v| *v -= zp[0]);
+            } else if zp.len() == d.out_channels {
+                // One zero point per output channel.
+                for (chunk, z) in wv.chunks_mut(k.max(1)).zip(&zp) {
+                    chunk.iter_mut().for_each(|v| *v -= z);
+                }
+            } else {
+                return Err(kernel_err(format!(
+                    "w_zero_point has {} values, expected 1 or {}",
+                    zp.len(),
+                    d.out_channels
+                )));
+            }
+        }
+        let win = &d.window;
+        let (cg, mg, g) = (d.in_per_group(), d.out_per_group(), d.group);
+        let (plane_in, plane_out) = (win.input_size(), win.output_size());
+        if xv.len() != d.batch * d.in_channels * plane_in || wv.len() != d.out_channels * k {
+            return Err(kernel_err("ConvInteger input or weight is smaller than its shape"));
+        }
+        let mut out = vec![0i64; d.batch * d.out_channels * plane_out];
+        let mut col = vec![0i64; k * plane_out];
+        for (item, o) in out.chunks_mut((mg * plane_out).max(1)).enumerate() {
+            let (n, gi) = (item / g, item % g);
+            let x_img = &xv[(n * d.in_channels + gi * cg) * plane_in..][..cg * plane_in];
+            im2col(x_img, win, &mut col, false);
+            super::matmul::mm_i64(mg, k, plane_out, &wv[gi * mg * k..(gi + 1) * mg * k], &col, o, 1)?;
+        }
+        Ok(vec![Tensor::from_vec(d.output_shape(), out)?.cast(DType::I32)?])
+    }
+}
+
+/// ConvTranspose.
+struct ConvTransposeKernel {
+    attrs: WindowAttrs,
+    group: usize,
+    output_padding: Option<Vec<usize>>,
+    output_shape: Option<Vec<usize>>,
+}
+
+fn build_conv_transpose(node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+    Ok(Box::new(ConvTransposeKernel {
+        attrs: WindowAttrs::parse(node)?,
+        group: parse_group(node)?,
+        output_padding: usize_list(node, "output_padding", 0)?,
+        output_shape: usize_list(node, "output_shape", 0)?,
+    }))
+}
+
+/// The geometry of a transposed convolution: `window` describes the *forward* convolution
+/// from the output back to the input (so `window.input` is ConvTranspose's output size).
+#[derive(Debug)]
+struct TransposeDims {
+    batch: usize,
+    in_channels: usize,
+    out_channels: usize,
+    group: usize,
+    window: Window,
+}
+
+impl ConvTransposeKernel {
+    fn dims(&self, x: &[usize], w: &[usize]) -> Result<TransposeDims, RuntimeError> {
+        if x.len() < 3 || w.len() != x.len() {
+            return Err(kernel_err(format!(
+                "ConvTranspose input {x:?} and weight {w:?} must have the same rank, at least 3"
+            )));
+        }
+        let g = self.group;
+        let (batch, in_channels) = (x[0], x[1]);
+        if w[0] != in_channels || in_channels % g != 0 {
+            return Err(kernel_err(format!(
+                "ConvTranspose channels do not match: input {x:?}, weight {w:?}, group {g}"
+            )));
+        }
+        let out_channels = w[1] * g;
+        let rank = x.len() - 2;
+        if rank > SPATIAL {
+            return Err(unsupported(format!("{rank} spatial dimensions")));
+        }
+        let kernel = &w[2..];
+        if let Some(k) = &self.attrs.kernel {
+            if k.as_slice() != kernel {
+                return Err(kernel_err("kernel_shape differs from the weight's shape"));
+            }
+        }
+        let list = |v: &Option<Vec<usize>>, default: usize, len: usize, name: &str| {
+            let v = v.clone().unwrap_or_else(|| vec![default; len]);
+            if v.len() == len {
+                Ok(v)
+            } else {
+                Err(kernel_err(format!("'{name}' must have {len} values")))
+            }
+        };
+        let strides = list(&self.attrs.strides, 1, rank, "strides")?;
+        let dilations = list(&self.attrs.dilations, 1, rank, "dilations")?;
+        let out_pad = list(&self.output_padding, 0, rank, "output_padding")?;
+        let pads = match self.attrs.auto_pad {
+            AutoPad::NotSet => list(&self.attrs.pads, 0, 2 * rank, "pads")?,
+            _ => vec![0; 2 * rank],
+        };
+        // output_shape may or may not include the batch and channel dimensions.
+        let wanted = match &self.output_shape {
+            Some(s) if s.len() >= rank => Some(s[s.len() - rank..].to_vec()),
+            Some(s) => return Err(kernel_err(format!("output_shape {s:?} is too short"))),
+            None => None,
+        };
+        let same = matches!(self.attrs.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
+        let mut out = vec![0; rank];
+        let mut pad_begin = vec![0; rank];
+        let mut pad_end = vec![0; rank];
+        for i in 0..rank {
+            let span = (kernel[i] - 1) * dilations[i] + 1;
+            let full = strides[i] * (x[2 + i].max(1) - 1) + out_pad[i] + span;
+            let target = match &wanted {
+                Some(s) => Some(s[i]),
+                None if same => Some(x[2 + i] * strides[i]),
+                None => None,
+            };
+            match target {
+                Some(t) => {
+                    // A negative total (output_shape beyond the full output) leaves zeros
+                    // (plus bias) at the end; numpy's floor division decides the split.
+                    let total = full as i64 - t as i64;
+                    let small = total.div_euclid(2);
+                    let begin = if self.attrs.auto_pad == AutoPad::SameUpper {
+                        small
+                    } else {
+                        total - small
+                    };
+                    pad_begin[i] = usize::try_from(begin).map_err(|_| {
+                        unsupported("ConvTranspose output_shape that implies negative leading pads")
+                    })?;
+                    // pad_end is implied by the output size and not used by col2im.
+                    pad_end[i] = usize::try_from(total - begin).unwrap_or(0);
+                    out[i] = t;
+                }
+                None => {
+                    let (pb, pe) = (pads[i], pads[rank + i]);
+                    out[i] = full.checked_sub(pb + pe).ok_or_else(|| {
+                        kernel_err("ConvTranspose pads are larger than the output")
+                    })?;
+                    (pad_begin[i], pad_end[i]) = (pb, pe);
+                }
+            }
+        }
+        let lift = super::geometry::lift;
+        Ok(TransposeDims {
+            batch,
+            in_channels,
+            out_channels,
+            group: g,
+            window: Window {
+                rank,
+                input: lift(&out, 1)?,
+                kernel: lift(kernel, 1)?,
+                stride: lift(&strides, 1)?,
+                dilation: lift(&dilations, 1)?,
+                pad_begin: lift(&pad_begin, 0)?,
+                pad_end: lift(&pad_end, 0)?,
+                output: lift(&x[2..], 1)?,
+            },
+        })
+    }
+
+    fn run_typed<T: ConvElem>(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> Result<Tensor, RuntimeError> {
+        let d = self.dims(x.shape(), w.shape())?;
+        let (xv, wv) = (x.as_slice::<T>()?, w.as_slice::<T>()?);
+        let bias = b.map(|b| b.as_slice::<T>()).transpose()?;
+        let win = &d.window;
+        let (cg, mg, g) = (d.in_channels / d.group, d.out_channels / d.group, d.group);
+        let taps = win.kernel_size();
+        let rows = mg * taps;
+        // Note the naming: ConvTranspose's input positions are the window's outputs.
+        let (p_in, p_out) = (win.output_size(), win.input_size());
+        if bias.is_some_and(|b| b.len() != d.out_channels) {
+            return Err(kernel_err(format!(
+                "ConvTranspose bias must have {} values",
+                d.out_channels
+            )));
+        }
+        let mut out = vec![T::ZERO; d.batch * d.out_channels * p_out];
+        let mut shape = vec![d.batch, d.out_channels];
+        shape.extend(win.input[SPATIAL - win.rank..].iter().copied());
+        if out.is_empty() {
+            return Ok(Tensor::from_vec(shape, out)?);
+        }
+        let threads = rayon::current_num_threads();
+        let mut col = vec![T::ZERO; rows * p_in];
+        for (item, o) in out.chunks_mut(mg * p_out).enumerate() {
+            let (n, gi) = (item / g, item % g);
+            let x_img = &xv[(n * d.in_channels + gi * cg) * p_in..][..cg * p_in];
+            // col [mg * taps, P_in] = W_g^T x X_g, W_g being [cg, mg * taps].
+            let w_g = &wv[gi * cg * rows..(gi + 1) * cg * rows];
+            gemm(
+                rows,
+                p_in,
+                cg,
+                &mut col,
+                p_in,
+                false,
+                Mat { data: w_g, rs: 1, cs: rows },
+                Mat::row_major(x_img, p_in),
+                T::ONE,
+                threads,
+            )?;
+            let bias_g = bias.map(|b| &b[gi * mg..(gi + 1) * mg]);
+            let task = |(m, plane): (usize, &mut [T])| {
+                plane.fill(bias_g.map_or(T::ZERO, |b| b[m]));
+                col2im_plane(&col[m * taps * p_in..(m + 1) * taps * p_in], win, plane);
+            };
+            if threads > 1 && mg > 1 {
+                o.par_chunks_mut(p_out).enumerate().for_each(task);
+            } else {
+                o.chunks_mut(p_out).enumerate().for_each(task);
+            }
+        }
+        Ok(Tensor::from_vec(shape, out)?)
+    }
+}
+
+/// Adds the columns of one output channel (`[taps, positions]`) back into its plane: the
+/// adjoint of [`im2col`].
+fn col2im_plane<T: GemmElem>(col: &[T], win: &Window, plane: &mut [T]) {
+    let [id, ih, iw] = win.input;
+    let [od, oh, ow] = win.output;
+    let [sd, sh, sw] = win.stride;
+    let p = od * oh * ow;
+    if p == 0 {
+        return;
+    }
+    for (tap, row) in col.chunks(p).enumerate() {
+        let kk = [
+            tap / (win.kernel[1] * win.kernel[2]),
+            (tap / win.kernel[2]) % win.kernel[1],
+            tap % win.kernel[2],
+        ];
+        let (offd, offh, offw) = (
+            tap_offset(win, 0, kk[0]),
+            tap_offset(win, 1, kk[1]),
+            tap_offset(win, 2, kk[2]),
+        );
+        let rd = valid_range(od, id, sd, offd);
+        let rh = valid_range(oh, ih, sh, offh);
+        let (lo, hi) = valid_range(ow, iw, sw, offw);
+        for z in rd.0..rd.1 {
+            let iz = ((z * sd) as isize + offd) as usize;
+            for y in rh.0..rh.1 {
+                let iy = ((y * sh) as isize + offh) as usize;
+                let src = &row[(z * oh + y) * ow..][..ow];
+                let dst = &mut plane[(iz * ih + iy) * iw..][..iw];
+                for xo in lo..hi {
+                    let ix = ((xo * sw) as isize + offw) as usize;
+                    dst[ix] = T::mul_add(T::ONE, src[xo], dst[ix]);
+                }
+            }
+        }
+    }
+}
+
+impl Kernel for ConvTransposeKernel {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, RuntimeError> {
+        let (x, w, b) = (input(inputs, 0)?, input(inputs, 1)?, optional_input(inputs, 2));
+        let y = match same_types("ConvTranspose", &[Some(x), Some(w), b])? {
+            DType::F32 => self.run_typed::<f32>(x, w, b)?,
+            DType::F64 => self.run_typed::<f64>(x, w, b)?,
+            d @ (DType::F16 | DType::BF16) => {
+                let (x, w) = (x.cast(DType::F32)?, w.cast(DType::F32)?);
+                let b = widen(b)?;
+                self.run_typed::<f32>(&x, &w, b.as_ref())?.cast(d)?
+            }
+            d => return Err(unsupported(format!("ConvTranspose of {d}"))),
+        };
+        Ok(vec![y])
+    }
+}
