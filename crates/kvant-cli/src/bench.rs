@@ -17,6 +17,7 @@ pub struct BenchArgs {
     pub iters: usize,
     pub warmup: usize,
     pub json: bool,
+    pub profile: bool,
 }
 
 /// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
@@ -72,6 +73,11 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
     let p90 = percentile(&times, 0.9);
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let peak = peak_rss_mb();
+    let profile = if args.profile {
+        Some(profile_steps(&session, &feeds, args.iters)?)
+    } else {
+        None
+    };
     if args.json {
         println!(
             "{}",
@@ -99,5 +105,47 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
             println!("peak rss {peak:.1} MB");
         }
     }
+    if let Some(text) = profile {
+        print!("{text}");
+    }
     Ok(())
+}
+
+/// Runs `iters` profiled runs and summarizes the time per operator type and per node.
+fn profile_steps(
+    session: &Session,
+    feeds: &[(String, kvant_tensor::Tensor)],
+    iters: usize,
+) -> Result<String, CliError> {
+    use std::collections::HashMap;
+    let mut per_op: HashMap<String, (f64, usize)> = HashMap::new();
+    let mut per_node: HashMap<String, f64> = HashMap::new();
+    for _ in 0..iters {
+        let (_, steps) = session.run_profiled(feeds)?;
+        for s in steps {
+            let e = per_op.entry(s.op_type).or_default();
+            e.0 += s.seconds;
+            e.1 += 1;
+            *per_node.entry(s.node).or_default() += s.seconds;
+        }
+    }
+    let total: f64 = per_op.values().map(|v| v.0).sum::<f64>().max(f64::MIN_POSITIVE);
+    let mut ops: Vec<_> = per_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    let mut out = String::from("profile: time per operator type (mean per run)\n");
+    for (op, (secs, count)) in &ops {
+        out.push_str(&format!(
+            "  {op:<24} {:>9.3} ms {:>5.1}%  {} nodes\n",
+            secs * 1e3 / iters as f64,
+            100.0 * secs / total,
+            count / iters
+        ));
+    }
+    let mut nodes: Vec<_> = per_node.into_iter().collect();
+    nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out.push_str("slowest nodes\n");
+    for (node, secs) in nodes.iter().take(15) {
+        out.push_str(&format!("  {:>9.3} ms  {node}\n", secs * 1e3 / iters as f64));
+    }
+    Ok(out)
 }

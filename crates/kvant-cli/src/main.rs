@@ -67,6 +67,9 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Also print where the time goes: total time per operator type and the slowest nodes.
+        #[arg(long)]
+        profile: bool,
     },
     /// List the operators kvant's runtime supports.
     Ops,
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             iters,
             warmup,
             json,
+            profile,
         } => bench::bench(&bench::BenchArgs {
             model,
             input,
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
             iters,
             warmup,
             json,
+            profile,
         }),
         Command::Ops => {
             for (domain, op) in kvant_runtime::ops::registry().operators() {

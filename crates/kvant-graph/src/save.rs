@@ -74,6 +74,9 @@ fn total_tensor_bytes(graph: &Graph) -> usize {
         for a in &node.attributes {
             match &a.value {
                 AttrValue::Tensor(t) => total += t.tensor.byte_size(),
+                AttrValue::Tensors(ts) => {
+                    total += ts.iter().map(|t| t.tensor.byte_size()).sum::<usize>()
+                }
                 AttrValue::Graph(g) => total += total_tensor_bytes(g),
                 AttrValue::Graphs(gs) => total += gs.iter().map(total_tensor_bytes).sum::<usize>(),
                 _ => {}

@@ -1,10 +1,15 @@
 //! Round-trip fidelity: every model kvant loads must save back as the same model.
 //!
-//! For each model in the fidelity folder (`scripts/make_fidelity_models.py`), a sample of the
-//! ONNX node tests (`scripts/gen_node_tests.py`) and the PP-OCR models
-//! (`scripts/fetch_models.sh`): load, save to a temporary folder, reload and compare the IR,
+//! For each model in the fidelity folder (`scripts/make_fidelity_models.py`), the generated
+//! test models (`scripts/make_test_models.py`), a sample of the ONNX node tests
+//! (`scripts/gen_node_tests.py`) and the PP-OCR models (`scripts/fetch_models.sh`): load, save to a temporary folder, reload and compare the IR,
 //! then let `scripts/check_roundtrip.py` compare original and saved file with onnx and ONNX
 //! Runtime. Missing folders fail the test with the name of the script that makes them.
+//!
+//! Locations: `KVANT_FIDELITY_MODELS` (default `.cache/fidelity-models`), `KVANT_NODE_TESTS`
+//! (default `.cache/node-tests`; `KVANT_NODE_TESTS_SAMPLE` models, default 200, 0 for all),
+//! `KVANT_MODELS` (default `.cache/models`), `KVANT_TEST_MODELS` (default `.cache/test-models`,
+//! made by `scripts/make_test_models.py`), `KVANT_PYTHON` (default `.venv/bin/python`).
 
 use kvant_graph::{load_model, model_to_bytes, save_model, save_model_with_options, SaveOptions};
 use std::path::{Path, PathBuf};
@@ -181,7 +186,8 @@ fn ppocr_models() -> Vec<PathBuf> {
     models
 }
 
-/// About 200 node-test models, spread evenly over the sorted case list.
+/// About 200 node-test models (`KVANT_NODE_TESTS_SAMPLE`, 0 for all), spread evenly over
+/// the sorted case list.
 fn node_test_sample() -> Vec<PathBuf> {
     let dir = folder(
         "KVANT_NODE_TESTS",
@@ -194,7 +200,15 @@ fn node_test_sample() -> Vec<PathBuf> {
         .filter(|p| p.is_file())
         .collect();
     all.sort();
-    let step = (all.len() / 200).max(1);
+    let wanted = std::env::var("KVANT_NODE_TESTS_SAMPLE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(200);
+    let step = if wanted == 0 {
+        1
+    } else {
+        (all.len() / wanted).max(1)
+    };
     all.into_iter().step_by(step).collect()
 }
 
@@ -263,4 +277,14 @@ fn ppocr_round_trip_with_external_data() {
     save_model(&load_model(&saved).unwrap(), &inline).unwrap();
     assert!(!tmp.0.join("inline.onnx.data").exists());
     assert_eq!(load_model(&inline).unwrap(), model);
+}
+
+#[test]
+fn generated_test_models_round_trip() {
+    let dir = folder(
+        "KVANT_TEST_MODELS",
+        ".cache/test-models",
+        "python scripts/make_test_models.py .cache/test-models",
+    );
+    check_models("test-models", &onnx_files(&dir), &SaveOptions::default());
 }

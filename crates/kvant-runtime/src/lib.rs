@@ -11,5 +11,5 @@ mod session;
 
 pub use error::{kernel_err, unsupported, RuntimeError};
 pub use hook::{NoHook, ValueHook};
-pub use plan::{free_variables, Plan};
+pub use plan::{free_variables, Plan, StepTime};
 pub use session::{format_dims, Session, SessionOptions};

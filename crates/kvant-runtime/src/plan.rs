@@ -19,12 +19,25 @@ const NONDETERMINISTIC: &[&str] = &[
 struct Step {
     /// How the node is named in messages.
     node: String,
+    /// Operator type, for profiles.
+    op_type: String,
     kernel: Box<dyn Kernel>,
     /// Value ids of the declared inputs, then the implicit (outer-scope) ones.
     inputs: Vec<Option<usize>>,
     outputs: Vec<Option<usize>>,
     /// Values no later step needs: dropped right after this step.
     free_after: Vec<usize>,
+}
+
+/// How long one step of a profiled run took.
+#[derive(Debug, Clone)]
+pub struct StepTime {
+    /// The node, as messages name it.
+    pub node: String,
+    /// Its operator type.
+    pub op_type: String,
+    /// Wall-clock seconds.
+    pub seconds: f64,
 }
 
 /// Where a value comes from before any step runs.
@@ -250,6 +263,7 @@ impl Plan {
             }
             steps.push(Step {
                 node: described,
+                op_type: node.op_type.clone(),
                 kernel,
                 inputs: input_ids,
                 outputs: output_ids,
@@ -336,11 +350,30 @@ impl Plan {
         self.execute(inputs, outer, None)
     }
 
+    /// Runs the plan and records how long each step took.
+    pub fn run_profiled(
+        &self,
+        inputs: &[&Tensor],
+        profile: &mut Vec<StepTime>,
+    ) -> Result<Vec<Tensor>, RuntimeError> {
+        self.execute_with(inputs, &[], None, Some(profile))
+    }
+
     fn execute(
         &self,
         inputs: &[&Tensor],
         outer: &[&Tensor],
+        hook: Option<&mut dyn ValueHook>,
+    ) -> Result<Vec<Tensor>, RuntimeError> {
+        self.execute_with(inputs, outer, hook, None)
+    }
+
+    fn execute_with(
+        &self,
+        inputs: &[&Tensor],
+        outer: &[&Tensor],
         mut hook: Option<&mut dyn ValueHook>,
+        mut profile: Option<&mut Vec<StepTime>>,
     ) -> Result<Vec<Tensor>, RuntimeError> {
         if inputs.len() != self.inputs.len() {
             return Err(RuntimeError::Plan {
@@ -389,7 +422,16 @@ impl Plan {
                     .iter()
                     .map(|id| id.and_then(|id| slots[id].as_ref().map(Slot::get)))
                     .collect();
-                step.kernel.run(&args).map_err(|e| e.at_node(&step.node))?
+                let started = profile.as_ref().map(|_| std::time::Instant::now());
+                let results = step.kernel.run(&args).map_err(|e| e.at_node(&step.node))?;
+                if let (Some(profile), Some(started)) = (profile.as_deref_mut(), started) {
+                    profile.push(StepTime {
+                        node: step.node.clone(),
+                        op_type: step.op_type.clone(),
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                }
+                results
             };
             let required = step.outputs.iter().rposition(Option::is_some).map_or(0, |p| p + 1);
             if results.len() < required {

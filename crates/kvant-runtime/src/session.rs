@@ -95,6 +95,25 @@ impl Session {
         self.run_inner(feeds, Some(hook))
     }
 
+    /// Runs the model and returns, besides the outputs, the time each step took.
+    pub fn run_profiled(
+        &self,
+        feeds: &[(String, Tensor)],
+    ) -> Result<(Vec<(String, Tensor)>, Vec<crate::StepTime>), RuntimeError> {
+        let ordered = self.order_feeds(feeds)?;
+        let mut profile = Vec::new();
+        let outputs = self
+            .pool
+            .install(|| self.plan.run_profiled(&ordered, &mut profile))?;
+        let named = self
+            .plan
+            .output_names()
+            .map(str::to_string)
+            .zip(outputs)
+            .collect();
+        Ok((named, profile))
+    }
+
     fn run_inner(
         &self,
         feeds: &[(String, Tensor)],

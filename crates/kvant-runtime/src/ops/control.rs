@@ -298,6 +298,8 @@ impl Kernel for Loop {
 struct Scan {
     body: Body,
     declared: usize,
+    /// Scan-8: the first input is `sequence_lens` and every other input has a batch axis 0.
+    batched: bool,
     states: usize,
     scan_inputs: usize,
     input_axes: Vec<i64>,
@@ -307,10 +309,7 @@ struct Scan {
 }
 
 fn build_scan(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
-    if ctx.opset < 9 {
-        // Scan-8 has a batch axis and a sequence_lens input; kvant implements the opset 9 form.
-        return Err(unsupported("Scan before opset 9 (batched form with sequence_lens)"));
-    }
+    let batched = ctx.opset < 9;
     let graph = node
         .attr_graph("body")
         .map_err(attr_err)?
@@ -320,17 +319,23 @@ fn build_scan(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, Runtim
         .map_err(attr_err)?
         .ok_or_else(|| kernel_err("attribute 'num_scan_inputs' is required"))?;
     let declared = node.inputs.len();
-    if m < 1 || m as usize > declared {
+    // Scan-8 declares `sequence_lens` (possibly empty) before the states.
+    let values = if batched {
+        declared.saturating_sub(1)
+    } else {
+        declared
+    };
+    if m < 1 || m as usize > values {
         return Err(kernel_err(format!(
-            "num_scan_inputs is {m} but the node has {declared} inputs"
+            "num_scan_inputs is {m} but the node has {values} state and scan inputs"
         )));
     }
     let scan_inputs = m as usize;
-    let states = declared - scan_inputs;
+    let states = values - scan_inputs;
     let body = Body::new(graph, ctx)?;
-    if body.input_count() != declared {
+    if body.input_count() != values {
         return Err(kernel_err(format!(
-            "the body declares {} inputs, expected {declared}",
+            "the body declares {} inputs, expected {values}",
             body.input_count()
         )));
     }
@@ -362,21 +367,198 @@ fn build_scan(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, Runtim
             })
             .collect()
     };
-    Ok(Box::new(Scan {
-        input_axes: list("scan_input_axes", scan_inputs)?,
-        input_reverse: flags("scan_input_directions", scan_inputs)?,
-        output_axes: list("scan_output_axes", scan_outputs)?,
-        output_reverse: flags("scan_output_directions", scan_outputs)?,
-        body,
-        declared,
-        states,
-        scan_inputs,
-    }))
+    let scan = if batched {
+        // Scan-8 scans axis 1 of every input (axis 0 is the batch), and has no output
+        // axes or directions: outputs are stacked in iteration order.
+        Scan {
+            input_axes: vec![0; scan_inputs],
+            input_reverse: flags("directions", scan_inputs)?,
+            output_axes: vec![0; scan_outputs],
+            output_reverse: vec![false; scan_outputs],
+            body,
+            declared,
+            batched,
+            states,
+            scan_inputs,
+        }
+    } else {
+        Scan {
+            input_axes: list("scan_input_axes", scan_inputs)?,
+            input_reverse: flags("scan_input_directions", scan_inputs)?,
+            output_axes: list("scan_output_axes", scan_outputs)?,
+            output_reverse: flags("scan_output_directions", scan_outputs)?,
+            body,
+            declared,
+            batched,
+            states,
+            scan_inputs,
+        }
+    };
+    Ok(Box::new(scan))
+}
+
+impl Scan {
+    /// Runs the body over `len` slices of the scan inputs (taken along `axes`); returns the
+    /// final states and, per scan output, the slices in iteration order.
+    fn iterate(
+        &self,
+        mut state: Vec<Tensor>,
+        xs: &[&Tensor],
+        axes: &[usize],
+        len: usize,
+        outer: &[&Tensor],
+    ) -> Result<(Vec<Tensor>, Vec<Vec<Tensor>>), RuntimeError> {
+        let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); self.output_axes.len()];
+        for i in 0..len {
+            let slices: Vec<Tensor> = xs
+                .iter()
+                .zip(axes)
+                .zip(&self.input_reverse)
+                .map(|((x, &a), &rev)| take_along(x, a, if rev { len - 1 - i } else { i }))
+                .collect::<Result<_, _>>()?;
+            let mut args: Vec<&Tensor> = state.iter().collect();
+            args.extend(slices.iter());
+            let mut out = self.body.run(&args, outer)?.into_iter();
+            state = out.by_ref().take(self.states).collect();
+            for (k, t) in out.enumerate() {
+                if let Some(first) = scans[k].first() {
+                    if first.shape() != t.shape() || first.dtype() != t.dtype() {
+                        return Err(kernel_err(format!(
+                            "scan output {k} changes from {} {:?} to {} {:?} between iterations",
+                            first.dtype(),
+                            first.shape(),
+                            t.dtype(),
+                            t.shape()
+                        )));
+                    }
+                }
+                scans[k].push(t);
+            }
+        }
+        Ok((state, scans))
+    }
+
+    /// Type and shape of scan output `k`'s slices, from a run or else the declaration.
+    fn slice_type(&self, k: usize, seen: Option<&Tensor>) -> Result<(DType, Vec<usize>), RuntimeError> {
+        match seen {
+            Some(t) => Ok((t.dtype(), t.shape().to_vec())),
+            None => self.body.declared_slice(self.states + k).ok_or_else(|| {
+                unsupported("a zero-length Scan whose body does not declare its output shapes")
+            }),
+        }
+    }
+
+    fn run_batched(&self, inputs: &[Option<&Tensor>], outer: &[&Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        let values: Vec<&Tensor> = (1..=self.states + self.scan_inputs)
+            .map(|i| input(inputs, i))
+            .collect::<Result<_, _>>()?;
+        let Some(first) = values.first() else {
+            return Err(kernel_err("Scan has no inputs"));
+        };
+        let batch = first.shape().first().copied().unwrap_or(0);
+        let xs = &values[self.states..];
+        for v in &values {
+            if v.shape().first() != Some(&batch) {
+                return Err(kernel_err(format!(
+                    "every Scan-8 input needs the batch axis 0 of size {batch}, got shape {:?}",
+                    v.shape()
+                )));
+            }
+        }
+        let max_len = match xs.first() {
+            Some(x) if x.rank() >= 2 => x.shape()[1],
+            _ => return Err(kernel_err("Scan-8 scan inputs need a sequence axis 1")),
+        };
+        for x in xs {
+            if x.rank() < 2 || x.shape()[1] != max_len {
+                return Err(kernel_err(format!(
+                    "scan inputs disagree on the sequence length ({:?} vs {max_len})",
+                    x.shape()
+                )));
+            }
+        }
+        let lens: Vec<usize> = match optional_input(inputs, 0) {
+            Some(l) => {
+                let v = l.to_i64_vec()?;
+                if v.len() != batch {
+                    return Err(kernel_err(format!(
+                        "sequence_lens has {} entries for a batch of {batch}",
+                        v.len()
+                    )));
+                }
+                v.into_iter()
+                    .map(|n| match usize::try_from(n) {
+                        Ok(n) if n <= max_len => Ok(n),
+                        _ => Err(kernel_err(format!(
+                            "sequence length {n} is outside [0, {max_len}]"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            None => vec![max_len; batch],
+        };
+        let n_out = self.output_axes.len();
+        let mut final_states: Vec<Vec<Tensor>> = vec![Vec::new(); self.states];
+        let mut per_batch: Vec<Vec<Vec<Tensor>>> = Vec::with_capacity(batch);
+        for (b, &len) in lens.iter().enumerate() {
+            let state: Vec<Tensor> = values[..self.states]
+                .iter()
+                .map(|v| take_along(v, 0, b))
+                .collect::<Result<_, _>>()?;
+            let xb: Vec<Tensor> = xs
+                .iter()
+                .map(|x| take_along(x, 0, b))
+                .collect::<Result<_, _>>()?;
+            let xb_refs: Vec<&Tensor> = xb.iter().collect();
+            // Only the first `len` steps of this batch entry are scanned.
+            let xb_cut: Vec<Tensor> = xb_refs
+                .iter()
+                .map(|x| prefix(x, len))
+                .collect::<Result<_, _>>()?;
+            let cut_refs: Vec<&Tensor> = xb_cut.iter().collect();
+            let axes = vec![0; cut_refs.len()];
+            let (state, scans) = self.iterate(state, &cut_refs, &axes, len, outer)?;
+            for (i, s) in state.into_iter().enumerate() {
+                final_states[i].push(s);
+            }
+            per_batch.push(scans);
+        }
+        let mut results = Vec::with_capacity(self.states + n_out);
+        for parts in final_states {
+            results.push(stack(&parts, 0)?);
+        }
+        for k in 0..n_out {
+            let seen = per_batch.iter().find_map(|s| s[k].first());
+            let (dtype, slice) = self.slice_type(k, seen)?;
+            let mut rows = Vec::with_capacity(batch);
+            for scans in &mut per_batch {
+                // Steps past a batch entry's length are zero-filled.
+                let mut steps = std::mem::take(&mut scans[k]);
+                while steps.len() < max_len {
+                    steps.push(Tensor::zeros(dtype, slice.clone()));
+                }
+                rows.push(stack(&steps, 0)?);
+            }
+            results.push(if rows.is_empty() {
+                let mut shape = vec![0, max_len];
+                shape.extend(slice);
+                Tensor::zeros(dtype, shape)
+            } else {
+                stack(&rows, 0)?
+            });
+        }
+        Ok(results)
+    }
 }
 
 impl Kernel for Scan {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, RuntimeError> {
-        let mut state: Vec<Tensor> = (0..self.states)
+        let implicit = inputs.get(self.declared..).unwrap_or(&[]);
+        let outer = self.body.outer(implicit)?;
+        if self.batched {
+            return self.run_batched(inputs, &outer);
+        }
+        let state: Vec<Tensor> = (0..self.states)
             .map(|i| input(inputs, i).cloned())
             .collect::<Result<_, _>>()?;
         let xs: Vec<&Tensor> = (0..self.scan_inputs)
@@ -387,7 +569,10 @@ impl Kernel for Scan {
             .zip(&self.input_axes)
             .map(|(x, &a)| normalize_axis(a, x.rank()))
             .collect::<Result<_, _>>()?;
-        let len = xs.first().map_or(0, |x| x.shape()[axes[0]]);
+        let len = match (xs.first(), axes.first()) {
+            (Some(x), Some(&a)) => x.shape()[a],
+            _ => 0,
+        };
         for (x, &a) in xs.iter().zip(&axes) {
             if x.shape()[a] != len {
                 return Err(kernel_err(format!(
@@ -396,42 +581,11 @@ impl Kernel for Scan {
                 )));
             }
         }
-        let implicit = inputs.get(self.declared..).unwrap_or(&[]);
-        let outer = self.body.outer(implicit)?;
-        let n_out = self.output_axes.len();
-        let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); n_out];
-
-        for i in 0..len {
-            let slices: Vec<Tensor> = xs
-                .iter()
-                .zip(&axes)
-                .zip(&self.input_reverse)
-                .map(|((x, &a), &rev)| take_along(x, a, if rev { len - 1 - i } else { i }))
-                .collect::<Result<_, _>>()?;
-            let mut args: Vec<&Tensor> = state.iter().collect();
-            args.extend(slices.iter());
-            let mut out = self.body.run(&args, &outer)?.into_iter();
-            state = out.by_ref().take(self.states).collect();
-            for (k, t) in out.enumerate() {
-                if let Some(first) = scans[k].first() {
-                    if first.shape() != t.shape() || first.dtype() != t.dtype() {
-                        return Err(kernel_err(format!(
-                            "scan output {k} changes shape between iterations ({:?} vs {:?})",
-                            first.shape(),
-                            t.shape()
-                        )));
-                    }
-                }
-                scans[k].push(t);
-            }
-        }
-
+        let (state, scans) = self.iterate(state, &xs, &axes, len, &outer)?;
         let mut results = state;
         for (k, mut parts) in scans.into_iter().enumerate() {
             if parts.is_empty() {
-                let (dtype, slice) = self.body.declared_slice(self.states + k).ok_or_else(|| {
-                    unsupported("a zero-length Scan whose body does not declare its output shapes")
-                })?;
+                let (dtype, slice) = self.slice_type(k, None)?;
                 let axis = normalize_axis(self.output_axes[k], slice.len() + 1)?;
                 let mut shape = slice;
                 shape.insert(axis, 0);
@@ -446,6 +600,19 @@ impl Kernel for Scan {
         }
         Ok(results)
     }
+}
+
+/// The first `len` entries of `t` along axis 0.
+fn prefix(t: &Tensor, len: usize) -> Result<Tensor, RuntimeError> {
+    let n = t.shape().first().copied().unwrap_or(0);
+    if len == n {
+        return Ok(t.clone());
+    }
+    let inner: usize = t.shape()[1..].iter().product();
+    let data = copy_ranges(t.data(), &[0..len * inner])?;
+    let mut shape = t.shape().to_vec();
+    shape[0] = len;
+    Ok(Tensor::new(shape, data)?)
 }
 
 // ---------------------------------------------------------------------------------------------

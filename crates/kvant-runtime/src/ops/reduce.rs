@@ -814,7 +814,10 @@ mod tests {
         // shape [2, 3, 2], reduce axes 0 and 2.
         let data: Vec<f32> = (0..12).map(|v| v as f32).collect();
         let out = reduce_any(&data, &[2, 3, 2], &[0, 2], ReduceOp::Sum).unwrap();
-        assert_eq!(out, vec![0. + 1. + 6. + 7., 2. + 3. + 8. + 9., 4. + 5. + 10. + 11.]);
+        assert_eq!(
+            out,
+            vec![0. + 1. + 6. + 7., 2. + 3. + 8. + 9., 4. + 5. + 10. + 11.]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A safe, bounds-checked front end to the `gemm` crate's strided matrix product.
 
 use crate::{kernel_err, RuntimeError};
+use std::marker::PhantomData;
 
 /// Element types the `gemm` crate multiplies natively.
 pub(crate) trait GemmElem: Copy + Send + Sync + Default + PartialEq + 'static {
@@ -67,6 +68,32 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
+/// A mutable buffer that several tasks write at once, each to its own elements (e.g. column
+/// blocks of one output matrix, which `chunks_mut` cannot hand out).
+pub(crate) struct SharedMut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a SharedMut only hands out access through `gemm_block`, whose contract requires
+// that concurrent callers write disjoint elements; the buffer itself is borrowed mutably for
+// the SharedMut's lifetime, so nothing else touches it.
+unsafe impl<T: Send> Send for SharedMut<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedMut<'_, T> {}
+
+impl<'a, T> SharedMut<'a, T> {
+    /// Wraps a buffer for the duration of its mutable borrow.
+    pub fn new(buf: &'a mut [T]) -> Self {
+        SharedMut {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            _borrow: PhantomData,
+        }
+    }
+}
+
 /// `dst[m x n] = (accumulate ? dst : 0) + alpha * a[m x k] * b[k x n]`, where `dst` is
 /// row-major with row stride `dst_rs` (columns contiguous). `threads > 1` lets `gemm` split the
 /// work over the current rayon pool.
@@ -83,6 +110,44 @@ pub(crate) fn gemm<T: GemmElem>(
     alpha: T,
     threads: usize,
 ) -> Result<(), RuntimeError> {
+    let init = if accumulate { Init::Keep } else { Init::Zero };
+    let shared = SharedMut::new(dst);
+    // SAFETY: `shared` wraps an exclusive borrow and is used by this call only.
+    unsafe { gemm_block(&shared, 0, m, n, k, dst_rs, init, a, b, alpha, threads) }
+}
+
+/// What a product block starts from.
+#[derive(Clone, Copy)]
+pub(crate) enum Init<'a, T> {
+    /// Zero: the block is overwritten.
+    Zero,
+    /// The block's current contents (accumulate).
+    Keep,
+    /// `values[i]` in every element of row `i` (a per-row bias).
+    Rows(&'a [T]),
+}
+
+/// The product of [`gemm`] into the `m x n` block of `dst` that starts at element `offset`
+/// (row stride `dst_rs`), starting from `init`.
+///
+/// # Safety
+///
+/// No other thread may read or write the block's elements while this runs (different calls
+/// on the same `SharedMut` must use disjoint blocks).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_block<T: GemmElem>(
+    dst: &SharedMut<'_, T>,
+    offset: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst_rs: usize,
+    init: Init<'_, T>,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    alpha: T,
+    threads: usize,
+) -> Result<(), RuntimeError> {
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -90,19 +155,43 @@ pub(crate) fn gemm<T: GemmElem>(
         && (m - 1)
             .checked_mul(dst_rs)
             .and_then(|r| r.checked_add(n))
-            .is_some_and(|end| end <= dst.len());
-    if !dst_fits || !a.fits(m, k) || !b.fits(k, n) {
+            .and_then(|r| r.checked_add(offset))
+            .is_some_and(|end| end <= dst.len);
+    let init_fits = match init {
+        Init::Rows(v) => v.len() >= m,
+        _ => true,
+    };
+    if !dst_fits || !init_fits || !a.fits(m, k) || !b.fits(k, n) {
         return Err(kernel_err(format!(
             "internal error: matrix product {m}x{k} * {k}x{n} does not fit its buffers"
         )));
     }
-    if k == 0 {
-        // An empty sum: nothing to add; `gemm` is not asked to handle this corner.
-        if !accumulate {
-            for row in dst.chunks_mut(dst_rs.max(n)).take(m) {
-                row.iter_mut().take(n).for_each(|v| *v = T::ZERO);
+    // SAFETY: the block lies inside the buffer (checked above).
+    let base = unsafe { dst.ptr.add(offset) };
+    let fill_rows = |value: &dyn Fn(usize) -> T| {
+        for i in 0..m {
+            let v = value(i);
+            for j in 0..n {
+                // SAFETY: i < m, j < n: inside the checked block, which the caller owns.
+                unsafe { base.add(i * dst_rs + j).write(v) };
             }
         }
+    };
+    let accumulate = match init {
+        Init::Zero => {
+            if k == 0 {
+                fill_rows(&|_| T::ZERO);
+            }
+            false
+        }
+        Init::Keep => true,
+        Init::Rows(values) => {
+            fill_rows(&|i| values[i]);
+            true
+        }
+    };
+    if k == 0 {
+        // An empty sum adds nothing; `gemm` is not asked to handle this corner.
         return Ok(());
     }
     let parallelism = if threads > 1 {
@@ -111,16 +200,17 @@ pub(crate) fn gemm<T: GemmElem>(
         gemm::Parallelism::None
     };
     // SAFETY: the checks above guarantee that every element the product reads
-    // (`a`: rows < m, cols < k; `b`: rows < k, cols < n) and writes (`dst`: rows < m,
-    // cols < n, rows not overlapping since dst_rs >= n) lies inside the borrowed slices; `dst`
-    // is borrowed mutably so it cannot alias `a` or `b`. `T` is f32 or f64 (the trait is
-    // only implemented for those), which `gemm` supports.
+    // (`a`: rows < m, cols < k; `b`: rows < k, cols < n) and writes (the dst block, rows not
+    // overlapping since dst_rs >= n) lies inside its buffer; the caller guarantees nobody
+    // else touches the block, and `a` / `b` are shared borrows that cannot alias the
+    // mutably borrowed destination. `T` is f32 or f64 (the only GemmElem types), which
+    // `gemm` supports.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            base,
             1,
             dst_rs as isize,
             accumulate,

@@ -5,13 +5,14 @@
 //! the input planes directly), depthwise 2-D convolutions a direct kernel vectorized along
 //! output rows, and ConvTranspose `gemm` + col2im. f16 / bf16 are computed in f32.
 
-use super::blas::{gemm, GemmElem, Mat};
+use super::blas::{gemm, gemm_block, GemmElem, Init, Mat, SharedMut};
 use super::geometry::{usize_list, valid_range, AutoPad, Window, WindowAttrs, SPATIAL};
 use crate::ops::{attr_err, input, optional_input, BuildContext, Kernel, Registry};
 use crate::{kernel_err, unsupported, RuntimeError};
 use kvant_graph::Node;
 use kvant_tensor::{DType, Element, Tensor};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Registers Conv, ConvTranspose and ConvInteger.
 pub(super) fn register(r: &mut Registry) {
@@ -20,8 +21,11 @@ pub(super) fn register(r: &mut Registry) {
     r.add("ConvInteger", build_conv_integer);
 }
 
-/// Work (multiply-adds) below which one product is not split across threads.
-const PARALLEL_WORK: usize = 1 << 20;
+/// Target size of one im2col tile (bytes): well inside a core's L2 cache.
+const COL_TILE_BYTES: usize = 384 << 10;
+
+/// Output positions per tile of a pointwise (1x1) convolution, which needs no im2col.
+const POINTWISE_TILE_COLS: usize = 4096;
 
 /// Shapes of one convolution, checked against each other.
 #[derive(Debug, Clone)]
@@ -122,14 +126,21 @@ impl ConvElem for f64 {
 
 /// Copies the receptive fields of one image `x` (`[C, D, H, W]`) into `col`
 /// (`[C * kernel, output positions]`, row-major), zeros where the window hits padding.
-fn im2col<T: Copy + Default + Send + Sync>(x: &[T], win: &Window, col: &mut [T], parallel: bool) {
-    let p = win.output_size();
+fn im2col<T: Copy + Default + Send + Sync>(x: &[T], win: &Window, col: &mut [T]) {
+    let rows = win.output[0] * win.output[1];
+    im2col_rows(x, win, 0..rows, col);
+}
+
+/// [`im2col`] restricted to the output rows `rows` (rows of `output[2]` positions, counted over
+/// the flattened depth x height): `col` is `[C * kernel, rows.len() * output[2]]`.
+fn im2col_rows<T: Copy + Default>(x: &[T], win: &Window, rows: Range<usize>, col: &mut [T]) {
+    let p = rows.len() * win.output[2];
     let taps = win.kernel_size();
     let plane = win.input_size();
     if p == 0 || taps == 0 {
         return;
     }
-    let fill = |(row_index, row): (usize, &mut [T])| {
+    for (row_index, row) in col.chunks_mut(p).enumerate() {
         let (c, tap) = (row_index / taps, row_index % taps);
         let kk = [
             tap / (win.kernel[1] * win.kernel[2]),
@@ -137,12 +148,7 @@ fn im2col<T: Copy + Default + Send + Sync>(x: &[T], win: &Window, col: &mut [T],
             tap % win.kernel[2],
         ];
         let src = x.get(c * plane..(c + 1) * plane).unwrap_or(&[]);
-        fill_col_row(src, win, kk, row);
-    };
-    if parallel {
-        col.par_chunks_mut(p).enumerate().for_each(fill);
-    } else {
-        col.chunks_mut(p).enumerate().for_each(fill);
+        fill_col_row(src, win, kk, rows.clone(), row);
     }
 }
 
@@ -152,8 +158,14 @@ fn tap_offset(win: &Window, dim: usize, tap: usize) -> isize {
     (tap * win.dilation[dim]) as isize - win.pad_begin[dim] as isize
 }
 
-/// Fills one im2col row: kernel tap `kk` over every output position.
-fn fill_col_row<T: Copy + Default>(src: &[T], win: &Window, kk: [usize; 3], row: &mut [T]) {
+/// Fills one im2col row: kernel tap `kk` over the output positions of output rows `rows`.
+fn fill_col_row<T: Copy + Default>(
+    src: &[T],
+    win: &Window,
+    kk: [usize; 3],
+    rows: Range<usize>,
+    row: &mut [T],
+) {
     let [id, ih, iw] = win.input;
     let [od, oh, ow] = win.output;
     let [sd, sh, sw] = win.stride;
@@ -163,38 +175,41 @@ fn fill_col_row<T: Copy + Default>(src: &[T], win: &Window, kk: [usize; 3], row:
         valid_range(ow, iw, sw, tap_offset(win, 2, kk[2])),
     );
     let off_w = tap_offset(win, 2, kk[2]);
-    for (z, block) in row.chunks_mut(oh * ow).enumerate().take(od) {
-        if z < rd.0 || z >= rd.1 {
-            block.fill(T::default());
+    if ow == 0 {
+        return;
+    }
+    for (r, dst) in rows.zip(row.chunks_mut(ow)) {
+        let (z, y) = (r / oh.max(1), r % oh.max(1));
+        if z < rd.0 || z >= rd.1 || y < rh.0 || y >= rh.1 {
+            dst.fill(T::default());
             continue;
         }
         let iz = (z * sd) as isize + tap_offset(win, 0, kk[0]);
-        for (y, dst) in block.chunks_mut(ow).enumerate().take(oh) {
-            if y < rh.0 || y >= rh.1 {
-                dst.fill(T::default());
-                continue;
-            }
-            let iy = (y * sh) as isize + tap_offset(win, 1, kk[1]);
-            let start = (iz as usize * ih + iy as usize) * iw;
-            let src_row = &src[start..start + iw];
-            let (lo, hi) = rw;
-            dst[..lo].fill(T::default());
-            dst[hi..].fill(T::default());
-            if sw == 1 {
-                let s0 = (lo as isize + off_w) as usize;
-                dst[lo..hi].copy_from_slice(&src_row[s0..s0 + (hi - lo)]);
-            } else {
-                for (o, d) in dst[lo..hi].iter_mut().enumerate() {
-                    *d = src_row[(((lo + o) * sw) as isize + off_w) as usize];
-                }
+        let iy = (y * sh) as isize + tap_offset(win, 1, kk[1]);
+        let start = (iz as usize * ih + iy as usize) * iw;
+        let src_row = &src[start..start + iw];
+        let (lo, hi) = rw;
+        dst[..lo].fill(T::default());
+        dst[hi..].fill(T::default());
+        if lo >= hi {
+            continue;
+        }
+        if sw == 1 {
+            let s0 = (lo as isize + off_w) as usize;
+            dst[lo..hi].copy_from_slice(&src_row[s0..s0 + (hi - lo)]);
+        } else {
+            for (o, d) in dst[lo..hi].iter_mut().enumerate() {
+                *d = src_row[(((lo + o) * sw) as isize + off_w) as usize];
             }
         }
     }
 }
 
 /// Depthwise 2-D convolution of one output plane: `out[oh, ow] = bias + sum w * x`, computed
-/// as one axpy per (output row, kernel tap) so that the inner loop is a contiguous (stride 1)
-/// or strided row the compiler vectorizes.
+/// as one contiguous axpy per (output row, kernel tap), which the compiler vectorizes.
+///
+/// With a horizontal stride `s > 1` the input rows are first split into `s` phases
+/// (`phase[p][j] = row[j * s + p]`), so that the taps read contiguous runs there too.
 #[inline(always)]
 fn depthwise_plane_impl<T: GemmElem>(x: &[T], w: &[T], bias: T, win: &Window, out: &mut [T]) {
     let [_, ih, iw] = win.input;
@@ -202,17 +217,31 @@ fn depthwise_plane_impl<T: GemmElem>(x: &[T], w: &[T], bias: T, win: &Window, ou
     let [_, sh, sw] = win.stride;
     let [_, kh, kw] = win.kernel;
     out.fill(bias);
-    if ow == 0 {
+    if ow == 0 || iw == 0 {
         return;
     }
+    // Row length of one phase, and the (possibly phase-split) input.
+    let phase_len = iw.div_ceil(sw);
+    let split;
+    let src: &[T] = if sw == 1 {
+        x
+    } else {
+        let mut buf = vec![T::ZERO; ih * sw * phase_len];
+        for (row, dst) in x.chunks(iw).zip(buf.chunks_mut(sw * phase_len)) {
+            for (j, &v) in row.iter().enumerate() {
+                dst[(j % sw) * phase_len + j / sw] = v;
+            }
+        }
+        split = buf;
+        &split
+    };
     for (y, out_row) in out.chunks_mut(ow).enumerate().take(oh) {
         for ky in 0..kh {
             let iy = (y * sh) as isize + tap_offset(win, 1, ky);
             if iy < 0 || iy >= ih as isize {
                 continue;
             }
-            let start = iy as usize * iw;
-            let in_row = &x[start..start + iw];
+            let row_start = iy as usize * sw * phase_len;
             for kx in 0..kw {
                 let wv = w[ky * kw + kx];
                 let off = tap_offset(win, 2, kx);
@@ -220,16 +249,13 @@ fn depthwise_plane_impl<T: GemmElem>(x: &[T], w: &[T], bias: T, win: &Window, ou
                 if lo >= hi {
                     continue;
                 }
-                if sw == 1 {
-                    let s0 = (lo as isize + off) as usize;
-                    for (o, &v) in out_row[lo..hi].iter_mut().zip(&in_row[s0..s0 + (hi - lo)]) {
-                        *o = T::mul_add(wv, v, *o);
-                    }
-                } else {
-                    for (i, o) in out_row[lo..hi].iter_mut().enumerate() {
-                        let v = in_row[(((lo + i) * sw) as isize + off) as usize];
-                        *o = T::mul_add(wv, v, *o);
-                    }
+                // Input column o * sw + off is element o + off.div_euclid(sw) of phase
+                // off.rem_euclid(sw).
+                let phase = off.rem_euclid(sw as isize) as usize;
+                let s0 = (lo as isize + off.div_euclid(sw as isize)) as usize;
+                let in_row = &src[row_start + phase * phase_len..][..phase_len];
+                for (o, &v) in out_row[lo..hi].iter_mut().zip(&in_row[s0..s0 + (hi - lo)]) {
+                    *o = T::mul_add(wv, v, *o);
                 }
             }
         }
@@ -289,44 +315,62 @@ fn conv_float<T: ConvElem>(
 
     let pointwise = win.is_pointwise();
     let items = d.batch * g;
-    let work = mg * k * plane_out;
-    // One (image, group) product: out block `[mg, P]` = W_g `[mg, k]` x col `[k, P]`.
-    let product = |item: usize, o: &mut [T], col: &mut Vec<T>, threads: usize| {
-        let (n, gi) = (item / g, item % g);
-        let x_img = &x[(n * d.in_channels + gi * cg) * plane_in..][..cg * plane_in];
-        let rhs: &[T] = if pointwise {
-            x_img
-        } else {
-            col.resize(k * plane_out, T::ZERO);
-            im2col(x_img, win, col, threads > 1);
-            col
-        };
-        if let Some(b) = bias {
-            for (row, &bv) in o.chunks_mut(plane_out).zip(&b[gi * mg..(gi + 1) * mg]) {
-                row.fill(bv);
-            }
-        }
-        gemm(
-            mg,
-            plane_out,
-            k,
-            o,
-            plane_out,
-            bias.is_some(),
-            Mat::row_major(&w[gi * mg * k..(gi + 1) * mg * k], k),
-            Mat::row_major(rhs, plane_out),
-            T::ONE,
-            threads,
-        )
+    let (out_rows, ow) = (win.output[0] * win.output[1], win.output[2]);
+    // Output positions are processed in tiles of whole output rows, sized so that a tile's
+    // im2col block stays in L2 cache; tiles are also the unit of parallel work, so that two
+    // threads never share one small product.
+    let target_cols = if pointwise {
+        POINTWISE_TILE_COLS
+    } else {
+        COL_TILE_BYTES / (k.max(1) * std::mem::size_of::<T>())
     };
-    if items > 1 && threads > 1 && (items >= threads || work < PARALLEL_WORK) {
-        out.par_chunks_mut(mg * plane_out)
-            .enumerate()
-            .try_for_each_init(Vec::new, |col, (item, o)| product(item, o, col, 1))?;
+    let tile_rows = (target_cols / ow.max(1)).clamp(1, out_rows.max(1));
+    let tiles = out_rows.div_ceil(tile_rows);
+    let tasks = items * tiles;
+    let shared = SharedMut::new(&mut out);
+    let task = |t: usize, col: &mut Vec<T>, gemm_threads: usize| -> Result<(), RuntimeError> {
+        let (item, tile) = (t / tiles, t % tiles);
+        let (n, gi) = (item / g, item % g);
+        let r0 = tile * tile_rows;
+        let r1 = (r0 + tile_rows).min(out_rows);
+        let (p0, cols) = (r0 * ow, (r1 - r0) * ow);
+        let x_img = &x[(n * d.in_channels + gi * cg) * plane_in..][..cg * plane_in];
+        let rhs = if pointwise {
+            Mat {
+                data: &x_img[p0..],
+                rs: plane_in,
+                cs: 1,
+            }
+        } else {
+            if col.len() < k * cols {
+                col.resize(k * cols, T::ZERO);
+            }
+            im2col_rows(x_img, win, r0..r1, &mut col[..k * cols]);
+            Mat::row_major(&col[..k * cols], cols)
+        };
+        let init = match bias {
+            Some(b) => Init::Rows(&b[gi * mg..(gi + 1) * mg]),
+            None => Init::Zero,
+        };
+        // Output layout [N, M, P]: item (n, gi) owns rows item * mg .. (item + 1) * mg.
+        let offset = item * mg * plane_out + p0;
+        let w_g = Mat::row_major(&w[gi * mg * k..(gi + 1) * mg * k], k);
+        // SAFETY: each task writes the block of its own (item, tile): rows of its item,
+        // columns of its tile; blocks of different tasks are disjoint.
+        unsafe {
+            gemm_block(
+                &shared, offset, mg, cols, k, plane_out, init, w_g, rhs, T::ONE, gemm_threads,
+            )
+        }
+    };
+    if threads > 1 && tasks >= threads {
+        (0..tasks)
+            .into_par_iter()
+            .try_for_each_init(Vec::new, |col, t| task(t, col, 1))?;
     } else {
         let mut col = Vec::new();
-        for (item, o) in out.chunks_mut(mg * plane_out).enumerate() {
-            product(item, o, &mut col, threads)?;
+        for t in 0..tasks {
+            task(t, &mut col, threads)?;
         }
     }
     Ok(out)
@@ -461,7 +505,7 @@ impl Kernel for ConvIntegerKernel {
         for (item, o) in out.chunks_mut((mg * plane_out).max(1)).enumerate() {
             let (n, gi) = (item / g, item % g);
             let x_img = &xv[(n * d.in_channels + gi * cg) * plane_in..][..cg * plane_in];
-            im2col(x_img, win, &mut col, false);
+            im2col(x_img, win, &mut col);
             super::matmul::mm_i64(mg, k, plane_out, &wv[gi * mg * k..(gi + 1) * mg * k], &col, o, 1)?;
         }
         Ok(vec![Tensor::from_vec(d.output_shape(), out)?.cast(DType::I32)?])
@@ -714,5 +758,162 @@ impl Kernel for ConvTransposeKernel {
             d => return Err(unsupported(format!("ConvTranspose of {d}"))),
         };
         Ok(vec![y])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic pseudo-random sequence in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    struct Case {
+        x: [usize; 4],
+        m: usize,
+        k: [usize; 2],
+        group: usize,
+        stride: [usize; 2],
+        dil: [usize; 2],
+        pads: [usize; 4],
+    }
+
+    /// Direct 2-D convolution straight from the definition.
+    fn naive(c: &Case, x: &[f32], w: &[f32], b: &[f32]) -> (Vec<usize>, Vec<f32>) {
+        let [n, ci, h, wd] = c.x;
+        let (cg, mg) = (ci / c.group, c.m / c.group);
+        let oh = (h + c.pads[0] + c.pads[2] - (c.k[0] - 1) * c.dil[0] - 1) / c.stride[0] + 1;
+        let ow = (wd + c.pads[1] + c.pads[3] - (c.k[1] - 1) * c.dil[1] - 1) / c.stride[1] + 1;
+        let mut out = vec![0f32; n * c.m * oh * ow];
+        for b_i in 0..n {
+            for m in 0..c.m {
+                let g = m / mg;
+                for y in 0..oh {
+                    for xo in 0..ow {
+                        let mut acc = b[m] as f64;
+                        for cc in 0..cg {
+                            for ky in 0..c.k[0] {
+                                for kx in 0..c.k[1] {
+                                    let iy = (y * c.stride[0] + ky * c.dil[0]) as isize - c.pads[0] as isize;
+                                    let ix = (xo * c.stride[1] + kx * c.dil[1]) as isize - c.pads[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xi = ((b_i * ci + g * cg + cc) * h + iy as usize) * wd + ix as usize;
+                                    let wi = ((m * cg + cc) * c.k[0] + ky) * c.k[1] + kx;
+                                    acc += x[xi] as f64 * w[wi] as f64;
+                                }
+                            }
+                        }
+                        out[((b_i * c.m + m) * oh + y) * ow + xo] = acc as f32;
+                    }
+                }
+            }
+        }
+        (vec![n, c.m, oh, ow], out)
+    }
+
+    #[test]
+    fn conv_matches_direct_definition() {
+        let cases = [
+            // im2col + gemm, padding and stride
+            Case { x: [2, 3, 9, 8], m: 4, k: [3, 3], group: 1, stride: [2, 2], dil: [1, 1], pads: [1, 1, 1, 1] },
+            // 1x1 pointwise (no im2col), batch 2
+            Case { x: [2, 5, 4, 6], m: 7, k: [1, 1], group: 1, stride: [1, 1], dil: [1, 1], pads: [0, 0, 0, 0] },
+            // groups with dilation and asymmetric pads
+            Case { x: [1, 6, 10, 7], m: 4, k: [3, 2], group: 2, stride: [1, 2], dil: [2, 1], pads: [2, 0, 1, 3] },
+            // depthwise 3x3 stride (2, 1) and 5x5 stride 1
+            Case { x: [2, 8, 11, 9], m: 8, k: [3, 3], group: 8, stride: [2, 1], dil: [1, 1], pads: [1, 1, 1, 1] },
+            Case { x: [1, 4, 7, 13], m: 4, k: [5, 5], group: 4, stride: [1, 1], dil: [1, 1], pads: [2, 2, 2, 2] },
+            // depthwise with channel multiplier, stride 2, dilation
+            Case { x: [1, 3, 9, 9], m: 6, k: [3, 3], group: 3, stride: [2, 2], dil: [2, 1], pads: [1, 2, 0, 1] },
+            // window larger than the input along one axis thanks to padding
+            Case { x: [1, 2, 1, 5], m: 3, k: [3, 1], group: 1, stride: [1, 1], dil: [1, 1], pads: [1, 0, 1, 0] },
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            let cg = c.x[1] / c.group;
+            let x = values(c.x.iter().product(), i as u64);
+            let w = values(c.m * cg * c.k[0] * c.k[1], 100 + i as u64);
+            let b = values(c.m, 200 + i as u64);
+            let (shape, want) = naive(c, &x, &w, &b);
+            let kernel = ConvKernel {
+                attrs: WindowAttrs {
+                    auto_pad: AutoPad::NotSet,
+                    kernel: None,
+                    strides: Some(c.stride.to_vec()),
+                    dilations: Some(c.dil.to_vec()),
+                    pads: Some(c.pads.to_vec()),
+                    ceil_mode: false,
+                },
+                group: c.group,
+            };
+            let xt = Tensor::from_vec(c.x.to_vec(), x).unwrap();
+            let wt = Tensor::from_vec(vec![c.m, cg, c.k[0], c.k[1]], w).unwrap();
+            let bt = Tensor::from_vec(vec![c.m], b).unwrap();
+            let y = kernel.run(&[Some(&xt), Some(&wt), Some(&bt)]).unwrap().remove(0);
+            assert_eq!(y.shape(), shape.as_slice(), "case {i}");
+            for (j, (g, w)) in y.as_slice::<f32>().unwrap().iter().zip(&want).enumerate() {
+                assert!((g - w).abs() < 1e-4, "case {i} element {j}: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn conv_transpose_is_the_adjoint_scatter() {
+        // x [1, 2, 3, 2], w [2, 3 (per group: 3 outputs), 2, 3], stride (2, 1), pads (1, 0, 0, 1)
+        let (c, m, h, wd, kh, kw) = (2usize, 3usize, 3usize, 2usize, 2usize, 3usize);
+        let (sh, sw, pt, pl, pb, pr) = (2usize, 1usize, 1usize, 0usize, 0usize, 1usize);
+        let x = values(c * h * wd, 7);
+        let w = values(c * m * kh * kw, 8);
+        let oh = sh * (h - 1) + kh - pt - pb;
+        let ow = sw * (wd - 1) + kw - pl - pr;
+        let mut want = vec![0f32; m * oh * ow];
+        for ci in 0..c {
+            for y in 0..h {
+                for xx in 0..wd {
+                    for mo in 0..m {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let oy = (y * sh + ky) as isize - pt as isize;
+                                let ox = (xx * sw + kx) as isize - pl as isize;
+                                if oy < 0 || ox < 0 || oy >= oh as isize || ox >= ow as isize {
+                                    continue;
+                                }
+                                want[(mo * oh + oy as usize) * ow + ox as usize] += x[(ci * h + y) * wd + xx]
+                                    * w[((ci * m + mo) * kh + ky) * kw + kx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let kernel = ConvTransposeKernel {
+            attrs: WindowAttrs {
+                auto_pad: AutoPad::NotSet,
+                kernel: None,
+                strides: Some(vec![sh, sw]),
+                dilations: None,
+                pads: Some(vec![pt, pl, pb, pr]),
+                ceil_mode: false,
+            },
+            group: 1,
+            output_padding: None,
+            output_shape: None,
+        };
+        let xt = Tensor::from_vec(vec![1, c, h, wd], x).unwrap();
+        let wt = Tensor::from_vec(vec![c, m, kh, kw], w).unwrap();
+        let y = kernel.run(&[Some(&xt), Some(&wt)]).unwrap().remove(0);
+        assert_eq!(y.shape(), &[1, m, oh, ow]);
+        for (g, w) in y.as_slice::<f32>().unwrap().iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
     }
 }

@@ -176,7 +176,7 @@ fn from_strings(x: &Tensor, to: DType) -> Result<Tensor, RuntimeError> {
                 let text = String::from_utf8_lossy(s);
                 match text.trim().parse::<i128>() {
                     Ok(i) => Ok(T::from_i64(i as i64)),
-                    Err(_) => parse(s).map(|f| T::from_f64(f)),
+                    Err(_) => parse(s).map(T::from_f64),
                 }
             }).collect::<Result<Vec<T>, RuntimeError>>()?), _ => return Err(unsupported(format!("Cast from string to {to}"))))
         }

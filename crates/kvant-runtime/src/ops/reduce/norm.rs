@@ -110,7 +110,10 @@ struct BatchNormKernel {
 
 fn build_batch_norm(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
     let training = if ctx.opset >= 14 {
-        node.attr_int("training_mode").map_err(attr_err)?.unwrap_or(0) != 0
+        node.attr_int("training_mode")
+            .map_err(attr_err)?
+            .unwrap_or(0)
+            != 0
     } else {
         // Older opsets only differ in training through the extra outputs; with just Y the
         // node is used for inference (is_test is a hint for training frameworks).
@@ -124,8 +127,14 @@ fn build_batch_norm(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, 
     let per_activation =
         ctx.opset < 9 && node.attr_int("spatial").map_err(attr_err)?.unwrap_or(1) == 0;
     Ok(Box::new(BatchNormKernel {
-        epsilon: node.attr_float("epsilon").map_err(attr_err)?.unwrap_or(1e-5) as f64,
-        momentum: node.attr_float("momentum").map_err(attr_err)?.unwrap_or(0.9) as f64,
+        epsilon: node
+            .attr_float("epsilon")
+            .map_err(attr_err)?
+            .unwrap_or(1e-5) as f64,
+        momentum: node
+            .attr_float("momentum")
+            .map_err(attr_err)?
+            .unwrap_or(0.9) as f64,
         training,
         per_activation,
     }))
@@ -246,7 +255,10 @@ fn build_norm_over_axes(node: &Node, rms: bool) -> Result<Box<dyn Kernel>, Runti
     };
     Ok(Box::new(LayerNormKernel {
         axis: node.attr_int("axis").map_err(attr_err)?.unwrap_or(-1),
-        epsilon: node.attr_float("epsilon").map_err(attr_err)?.unwrap_or(1e-5) as f64,
+        epsilon: node
+            .attr_float("epsilon")
+            .map_err(attr_err)?
+            .unwrap_or(1e-5) as f64,
         stash,
         rms,
     }))
@@ -358,12 +370,12 @@ struct GroupNormKernel {
     per_group_params: bool,
 }
 
-fn build_instance_norm(
-    node: &Node,
-    _ctx: &BuildContext,
-) -> Result<Box<dyn Kernel>, RuntimeError> {
+fn build_instance_norm(node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
     Ok(Box::new(GroupNormKernel {
-        epsilon: node.attr_float("epsilon").map_err(attr_err)?.unwrap_or(1e-5) as f64,
+        epsilon: node
+            .attr_float("epsilon")
+            .map_err(attr_err)?
+            .unwrap_or(1e-5) as f64,
         groups: None,
         per_group_params: false,
     }))
@@ -375,10 +387,15 @@ fn build_group_norm(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, 
         .map_err(attr_err)?
         .ok_or_else(|| kernel_err("GroupNormalization needs 'num_groups'"))?;
     if groups <= 0 {
-        return Err(kernel_err(format!("num_groups must be positive, got {groups}")));
+        return Err(kernel_err(format!(
+            "num_groups must be positive, got {groups}"
+        )));
     }
     Ok(Box::new(GroupNormKernel {
-        epsilon: node.attr_float("epsilon").map_err(attr_err)?.unwrap_or(1e-5) as f64,
+        epsilon: node
+            .attr_float("epsilon")
+            .map_err(attr_err)?
+            .unwrap_or(1e-5) as f64,
         groups: Some(groups as usize),
         per_group_params: ctx.opset < 21,
     }))
@@ -413,7 +430,11 @@ impl GroupNormKernel {
             )));
         }
         let per_group = channels / groups;
-        let param_len = if self.per_group_params { groups } else { channels };
+        let param_len = if self.per_group_params {
+            groups
+        } else {
+            channels
+        };
         let scale = per_channel::<R>(input(inputs, 1)?, param_len, "scale")?;
         let bias = per_channel::<R>(input(inputs, 2)?, param_len, "bias")?;
         let data = real_data::<R>(x)?;

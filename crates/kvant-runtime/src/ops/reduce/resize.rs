@@ -135,11 +135,7 @@ fn build_resize(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, Runt
         "stretch" => Policy::Stretch,
         "not_larger" => Policy::NotLarger,
         "not_smaller" => Policy::NotSmaller,
-        other => {
-            return Err(unsupported(format!(
-                "keep_aspect_ratio_policy '{other}'"
-            )))
-        }
+        other => return Err(unsupported(format!("keep_aspect_ratio_policy '{other}'"))),
     };
     let antialias = node.attr_int("antialias").map_err(attr_err)?.unwrap_or(0) != 0;
     if antialias && mode == Mode::Nearest {
@@ -163,7 +159,10 @@ fn build_resize(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, Runt
             .map_err(attr_err)?
             .unwrap_or(0.0) as f64,
         antialias,
-        axes: node.attr_ints("axes").map_err(attr_err)?.map(<[i64]>::to_vec),
+        axes: node
+            .attr_ints("axes")
+            .map_err(attr_err)?
+            .map(<[i64]>::to_vec),
         policy,
         args: Args::Full,
     }))
@@ -246,7 +245,11 @@ struct AxisPlan {
 
 impl ResizeKernel {
     /// Output size, scale and roi of every axis.
-    fn plan(&self, inputs: &[Option<&Tensor>], shape: &[usize]) -> Result<Vec<AxisPlan>, RuntimeError> {
+    fn plan(
+        &self,
+        inputs: &[Option<&Tensor>],
+        shape: &[usize],
+    ) -> Result<Vec<AxisPlan>, RuntimeError> {
         let rank = shape.len();
         let (roi, scales, sizes) = match &self.args {
             Args::ScalesAttr(s) => (None, Some(s.iter().map(|&v| v as f64).collect()), None),
@@ -308,7 +311,7 @@ impl ResizeKernel {
                     )));
                 }
                 for (&a, &s) in axes.iter().zip(&scales) {
-                    if !(s > 0.0) || !s.is_finite() {
+                    if s <= 0.0 || !s.is_finite() {
                         return Err(kernel_err(format!("scale {s} must be positive")));
                     }
                     let p = &mut plans[a];
@@ -514,7 +517,8 @@ impl ResizeKernel {
             let last = input as i64 - 1;
             for (k, &ck) in c.iter().enumerate() {
                 if ck != 0.0 {
-                    t.idx.push((first + k as i64).clamp(0, last.max(0)) as usize);
+                    t.idx
+                        .push((first + k as i64).clamp(0, last.max(0)) as usize);
                     t.w.push(ck);
                 }
             }
@@ -710,7 +714,9 @@ impl Kernel for ResizeKernel {
 impl ResizeKernel {
     fn compute<R: Real>(&self, data: &[R], plans: &[AxisPlan]) -> Result<Vec<R>, RuntimeError> {
         let rank = plans.len();
-        let active: Vec<usize> = (0..rank).filter(|&a| !self.is_identity(&plans[a])).collect();
+        let active: Vec<usize> = (0..rank)
+            .filter(|&a| !self.is_identity(&plans[a]))
+            .collect();
         let fill = R::of(self.extrapolation);
         if active.is_empty() {
             return Ok(data.to_vec());
@@ -727,7 +733,14 @@ impl ResizeKernel {
             let planes: usize = plans[..rank - 2].iter().map(|p| p.input).product();
             let ty = Taps::<R>::new(self.table(py));
             let tx = Taps::<R>::new(self.table(px));
-            return Ok(resize_2d(data, planes, (py.input, px.input), &ty, &tx, fill));
+            return Ok(resize_2d(
+                data,
+                planes,
+                (py.input, px.input),
+                &ty,
+                &tx,
+                fill,
+            ));
         }
         // One axis at a time; the current shape has the outputs of the axes done so far.
         let mut current: Vec<usize> = plans.iter().map(|p| p.input).collect();
@@ -793,8 +806,18 @@ mod tests {
     fn fused_2d_matches_separable() {
         let k = kernel(Mode::Cubic, Coord::HalfPixel);
         let plans = [
-            AxisPlan { input: 3, output: 5, scale: 5.0 / 3.0, roi: (0.0, 1.0) },
-            AxisPlan { input: 4, output: 7, scale: 7.0 / 4.0, roi: (0.0, 1.0) },
+            AxisPlan {
+                input: 3,
+                output: 5,
+                scale: 5.0 / 3.0,
+                roi: (0.0, 1.0),
+            },
+            AxisPlan {
+                input: 4,
+                output: 7,
+                scale: 7.0 / 4.0,
+                roi: (0.0, 1.0),
+            },
         ];
         let data: Vec<f64> = (0..12).map(|v| (v * v) as f64).collect();
         let fused = k.compute::<f64>(&data, &plans).unwrap();

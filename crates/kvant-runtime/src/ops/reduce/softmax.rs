@@ -67,8 +67,15 @@ impl Kernel for SoftmaxKernel {
         } else {
             split_at_axis(shape, axis)
         };
+        let half = matches!(x.dtype(), DType::F16 | DType::BF16);
         let out = match compute_type(x.dtype(), "Softmax")? {
             DType::F64 => self.compute::<f64>(x, outer, r, inner)?,
+            _ if half && self.kind != Kind::Hardmax => {
+                let data = x.to_f32_vec()?;
+                let mut y = vec![0f32; data.len()];
+                half_precision(self.kind, &data, &mut y, (outer, r, inner), x.dtype());
+                real_tensor(shape.to_vec(), y, x.dtype())?
+            }
             _ => self.compute::<f32>(x, outer, r, inner)?,
         };
         Ok(vec![out])
@@ -209,6 +216,52 @@ fn strided<R: Real>(kind: Kind, x: &[R], y: &mut [R], r: usize, inner: usize) {
             let base = k * inner;
             for i in 0..inner {
                 y[base + i] = x[base + i] - offset[i];
+            }
+        }
+    }
+}
+
+/// Softmax / LogSoftmax of f16 and bf16 values (held in f32), rounding every intermediate
+/// to the tensor type as an operator computing in that type does: `x - max`, `exp`, the sum,
+/// the quotient and (LogSoftmax) its logarithm. f16 sums are accumulated in f32 and rounded
+/// once; bf16 sums round after every addition. This reproduces the ONNX reference results
+/// bit for bit instead of being one rounding off.
+fn half_precision(
+    kind: Kind,
+    x: &[f32],
+    y: &mut [f32],
+    (outer, r, inner): (usize, usize, usize),
+    dtype: DType,
+) {
+    use kvant_tensor::{bf16, f16};
+    let round: fn(f32) -> f32 = if dtype == DType::BF16 {
+        |v| bf16::from_f32(v).to_f32()
+    } else {
+        |v| f16::from_f32(v).to_f32()
+    };
+    let sequential = dtype == DType::BF16;
+    let mut e = vec![0f32; r];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * r + k) * inner + i;
+            let m = (0..r).map(|k| x[at(k)]).fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for (k, ek) in e.iter_mut().enumerate() {
+                *ek = round(round(x[at(k)] - m).exp());
+                sum = if sequential {
+                    round(sum + *ek)
+                } else {
+                    sum + *ek
+                };
+            }
+            let sum = round(sum);
+            for (k, &ek) in e.iter().enumerate() {
+                let p = round(ek / sum);
+                y[at(k)] = if kind == Kind::LogSoftmax {
+                    round(p.ln())
+                } else {
+                    p
+                };
             }
         }
     }

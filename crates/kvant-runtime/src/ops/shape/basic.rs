@@ -1,7 +1,10 @@
 //! Operators that only look at or change shapes, and small generators: Identity, Constant,
 //! Shape, Size, Reshape, Flatten, Squeeze, Unsqueeze, Dropout, ConstantOfShape, Range, EyeLike.
 
-use super::data::{checked_size, dispatch_any, int_values, make, normalize_axes, to_usize, unsupported_dtype, view};
+use super::data::{
+    checked_size, dispatch_any, int_values, make, normalize_axes, to_usize, unsupported_dtype,
+    view, Item,
+};
 use super::kernel;
 use crate::ops::{attr_err, input, optional_input, BuildContext, Kernel};
 use crate::{kernel_err, unsupported, RuntimeError};
@@ -33,7 +36,9 @@ fn constant_value(node: &Node) -> Result<Tensor, RuntimeError> {
             Tensor::from_vec(vec![v.len()], v.clone())?
         }
         Some(AttrValue::Int(v)) if name == "value_int" => Tensor::scalar(*v),
-        Some(AttrValue::Ints(v)) if name == "value_ints" => Tensor::from_vec(vec![v.len()], v.clone())?,
+        Some(AttrValue::Ints(v)) if name == "value_ints" => {
+            Tensor::from_vec(vec![v.len()], v.clone())?
+        }
         Some(AttrValue::String(v)) if name == "value_string" => {
             Tensor::new(Vec::new(), TensorData::String(vec![v.clone()]))?
         }
@@ -54,7 +59,10 @@ fn constant_value(node: &Node) -> Result<Tensor, RuntimeError> {
     Ok(t)
 }
 
-pub(super) fn build_constant(node: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_constant(
+    node: &Node,
+    _: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let value = constant_value(node)?;
     Ok(kernel(move |_| Ok(vec![value.clone()])))
 }
@@ -113,7 +121,7 @@ pub(super) fn reshape_target(
     let total: usize = input_shape.iter().product();
     let known = checked_size(&out)?;
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if total.checked_rem(known) != Some(0) {
             return Err(kernel_err(format!(
                 "cannot reshape {input_shape:?} to {spec:?}"
             )));
@@ -127,7 +135,10 @@ pub(super) fn reshape_target(
     Ok(out)
 }
 
-pub(super) fn build_reshape(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_reshape(
+    node: &Node,
+    ctx: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let allowzero = node.attr_int("allowzero").map_err(attr_err)?.unwrap_or(0) != 0;
     // Before opset 5 the target shape was an attribute.
     let attr_shape = if ctx.opset < 5 {
@@ -151,14 +162,19 @@ pub(super) fn build_reshape(node: &Node, ctx: &BuildContext) -> Result<Box<dyn K
     }))
 }
 
-pub(super) fn build_flatten(node: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_flatten(
+    node: &Node,
+    _: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let axis = node.attr_int("axis").map_err(attr_err)?.unwrap_or(1);
     Ok(kernel(move |inputs| {
         let x = input(inputs, 0)?;
         let r = x.rank() as i64;
         let a = if axis < 0 { axis + r } else { axis };
         if !(0..=r).contains(&a) {
-            return Err(kernel_err(format!("Flatten axis {axis} is out of range for rank {r}")));
+            return Err(kernel_err(format!(
+                "Flatten axis {axis} is out of range for rank {r}"
+            )));
         }
         let (outer, inner) = x.shape().split_at(a as usize);
         let shape = vec![outer.iter().product(), inner.iter().product()];
@@ -176,7 +192,11 @@ enum AxesSource {
 impl AxesSource {
     fn new(node: &Node, ctx: &BuildContext) -> Result<AxesSource, RuntimeError> {
         Ok(if ctx.opset < 13 {
-            AxesSource::Attr(node.attr_ints("axes").map_err(attr_err)?.map(<[i64]>::to_vec))
+            AxesSource::Attr(
+                node.attr_ints("axes")
+                    .map_err(attr_err)?
+                    .map(<[i64]>::to_vec),
+            )
         } else {
             AxesSource::Input
         })
@@ -192,7 +212,10 @@ impl AxesSource {
     }
 }
 
-pub(super) fn build_squeeze(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_squeeze(
+    node: &Node,
+    ctx: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let axes = AxesSource::new(node, ctx)?;
     Ok(kernel(move |inputs| {
         let x = input(inputs, 0)?;
@@ -218,7 +241,10 @@ pub(super) fn build_squeeze(node: &Node, ctx: &BuildContext) -> Result<Box<dyn K
     }))
 }
 
-pub(super) fn build_unsqueeze(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_unsqueeze(
+    node: &Node,
+    ctx: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let axes = AxesSource::new(node, ctx)?;
     Ok(kernel(move |inputs| {
         let x = input(inputs, 0)?;
@@ -241,7 +267,10 @@ pub(super) fn build_unsqueeze(node: &Node, ctx: &BuildContext) -> Result<Box<dyn
     }))
 }
 
-pub(super) fn build_dropout(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_dropout(
+    node: &Node,
+    ctx: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let want_mask = node.outputs.get(1).is_some_and(|n| !n.is_empty());
     // The mask became bool in opset 10; before, it had the input's type.
     let bool_mask = ctx.opset >= 10;
@@ -265,7 +294,11 @@ pub(super) fn build_dropout(node: &Node, ctx: &BuildContext) -> Result<Box<dyn K
         let mut out = vec![x.clone()];
         if want_mask {
             let ones = Tensor::from_vec(x.shape().to_vec(), vec![true; x.len()])?;
-            out.push(if bool_mask { ones } else { ones.cast(x.dtype())? });
+            out.push(if bool_mask {
+                ones
+            } else {
+                ones.cast(x.dtype())?
+            });
         }
         Ok(out)
     }))
@@ -294,10 +327,15 @@ pub(super) fn build_constant_of_shape(
         let dtype = value.dtype();
         let out = dispatch_any!(dtype, T => {
             let v = view::<T>(&value)?;
-            make(shape, vec![v[0].clone(); n], dtype)?
+            make(shape, filled(&v[0], n), dtype)?
         }, _ => return Err(unsupported_dtype("ConstantOfShape", dtype)));
         Ok(vec![out])
     }))
+}
+
+/// `n` copies of `v`.
+fn filled<T: Item>(v: &T, n: usize) -> Vec<T> {
+    vec![v.clone(); n]
 }
 
 /// Largest output Range will make (guards against absurd limits).
@@ -309,7 +347,9 @@ pub(super) fn build_range(_: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>,
         let dtype = s.dtype();
         if l.dtype() != dtype || d.dtype() != dtype || s.len() != 1 || l.len() != 1 || d.len() != 1
         {
-            return Err(kernel_err("Range needs three one-element tensors of one type"));
+            return Err(kernel_err(
+                "Range needs three one-element tensors of one type",
+            ));
         }
         let out = kvant_tensor::dispatch_numeric!(dtype, T => {
             let (s, l, d) = (s.as_slice::<T>()?[0], l.as_slice::<T>()?[0], d.as_slice::<T>()?[0]);
@@ -343,7 +383,10 @@ pub(super) fn build_range(_: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>,
     }))
 }
 
-pub(super) fn build_eye_like(node: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_eye_like(
+    node: &Node,
+    _: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let k = node.attr_int("k").map_err(attr_err)?.unwrap_or(0);
     let dtype = node
         .attr_int("dtype")
@@ -358,7 +401,10 @@ pub(super) fn build_eye_like(node: &Node, _: &BuildContext) -> Result<Box<dyn Ke
     Ok(kernel(move |inputs| {
         let x = input(inputs, 0)?;
         let &[rows, cols] = x.shape() else {
-            return Err(kernel_err(format!("EyeLike needs a 2-D input, got {:?}", x.shape())));
+            return Err(kernel_err(format!(
+                "EyeLike needs a 2-D input, got {:?}",
+                x.shape()
+            )));
         };
         let dtype = dtype.unwrap_or(x.dtype());
         let out = kvant_tensor::dispatch_typed!(dtype, T => {
@@ -381,7 +427,10 @@ mod tests {
 
     #[test]
     fn reshape_zero_and_infer() {
-        assert_eq!(reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
+        assert_eq!(
+            reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(),
+            vec![2, 12]
+        );
         assert_eq!(reshape_target(&[0, 3], &[3, 0], true).unwrap(), vec![3, 0]);
         assert!(reshape_target(&[2, 3], &[-1, -1], false).is_err());
         assert!(reshape_target(&[2, 3], &[4, -1], false).is_err());

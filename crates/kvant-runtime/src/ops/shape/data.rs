@@ -388,16 +388,30 @@ fn batched_transpose<T: Item>(src: &[T], view: &Strided) -> Vec<T> {
         }
         off as usize
     };
-    // One band = TILE output rows of one plane.
+    // One band = TILE output rows of one plane. Either the reads or the writes must stride;
+    // stride through whichever buffer has the shorter stride (fewer cache-set conflicts).
     let band = |base: usize, row0: usize, dst: &mut [T]| {
         let nrows = dst.len() / cols;
-        for c0 in (0..cols).step_by(TILE) {
-            let c1 = (c0 + TILE).min(cols);
-            for i in 0..nrows {
-                let row = &mut dst[i * cols..(i + 1) * cols];
-                let s = base + row0 + i;
-                for (j, d) in row[c0..c1].iter_mut().enumerate() {
-                    *d = src[s + (c0 + j) * col_stride].clone();
+        if col_stride > cols {
+            // For a fixed output column the band's source elements are contiguous (the rows
+            // have source stride 1): read them as one slice and write down the column.
+            for j in 0..cols {
+                let s = base + row0 + j * col_stride;
+                let column = dst[j..].iter_mut().step_by(cols);
+                for (d, v) in column.zip(&src[s..s + nrows]) {
+                    *d = v.clone();
+                }
+            }
+        } else {
+            // Write each output row in TILE-wide pieces, reading the source with a stride.
+            for c0 in (0..cols).step_by(TILE) {
+                let c1 = (c0 + TILE).min(cols);
+                for (i, row) in dst.chunks_mut(cols).enumerate() {
+                    let s = base + row0 + i + c0 * col_stride;
+                    let from = src[s..].iter().step_by(col_stride);
+                    for (d, v) in row[c0..c1].iter_mut().zip(from) {
+                        *d = v.clone();
+                    }
                 }
             }
         }
@@ -431,7 +445,21 @@ fn batched_transpose<T: Item>(src: &[T], view: &Strided) -> Vec<T> {
 /// Copies rows of `inner` elements from `src` into consecutive output rows: `rows` lists, for
 /// each output row, the index of the source row. Row indices must be in range.
 pub(crate) fn gather_rows<T: Item>(src: &[T], inner: usize, rows: &[usize]) -> Vec<T> {
-    let mut out = Vec::with_capacity(rows.len() * inner);
+    let n = rows.len() * inner;
+    if n >= PAR_MIN && inner > 0 {
+        // Tasks of whole rows, a few thousand elements each.
+        let group = (4096 / inner).max(1);
+        let mut out = vec![T::default(); n];
+        out.par_chunks_mut(group * inner)
+            .zip(rows.par_chunks(group))
+            .for_each(|(dst, rs)| {
+                for (d, &r) in dst.chunks_mut(inner).zip(rs) {
+                    d.clone_from_slice(&src[r * inner..(r + 1) * inner]);
+                }
+            });
+        return out;
+    }
+    let mut out = Vec::with_capacity(n);
     for &r in rows {
         out.extend_from_slice(&src[r * inner..(r + 1) * inner]);
     }
@@ -472,6 +500,8 @@ mod tests {
             (&[33, 65], &[1, 0]),
             (&[4, 300, 70], &[0, 2, 1]),
             (&[300, 300], &[1, 0]),
+            (&[70, 1000], &[1, 0]),
+            (&[3, 40, 1000], &[0, 2, 1]),
         ];
         for (shape, perm) in cases {
             let n: usize = shape.iter().product();
@@ -493,7 +523,7 @@ mod tests {
             v.gather(&src).unwrap(),
             vec![3, 3, 4, 4, 5, 5, 0, 0, 1, 1, 2, 2]
         );
-        assert!(Strided::new(&[2], &[4], 0).gather(&src).is_err());
+        assert!(Strided::new(&[2], &[6], 0).gather(&src).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::data::{
     axis_of, dispatch_any, gather_rows, int_values, make, resolve_index, unsupported_dtype, view,
+    Item,
 };
 use super::kernel;
 use crate::ops::{attr_err, input, normalize_axis, BuildContext, Kernel};
@@ -53,7 +54,13 @@ pub(super) fn element_offsets(
     axis: usize,
 ) -> Result<Vec<usize>, RuntimeError> {
     let rank = data_shape.len();
-    if ind_shape.len() != rank || ind_shape.iter().zip(data_shape).enumerate().any(|(d, (&i, &s))| d != axis && i > s) {
+    if ind_shape.len() != rank
+        || ind_shape
+            .iter()
+            .zip(data_shape)
+            .enumerate()
+            .any(|(d, (&i, &s))| d != axis && i > s)
+    {
         return Err(kernel_err(format!(
             "indices of shape {ind_shape:?} do not fit data of shape {data_shape:?}"
         )));
@@ -123,7 +130,9 @@ pub(super) fn nd_slices(
 ) -> Result<NdSlices, RuntimeError> {
     let ishape = ind.shape();
     let (r, q, b) = (data_shape.len(), ishape.len(), batch_dims);
-    let k = *ishape.last().ok_or_else(|| kernel_err("indices must have rank 1 or more"))?;
+    let k = *ishape
+        .last()
+        .ok_or_else(|| kernel_err("indices must have rank 1 or more"))?;
     if b >= q || b + k > r || ishape[..b] != data_shape[..b] {
         return Err(kernel_err(format!(
             "indices of shape {ishape:?} (batch_dims {b}) do not fit data of shape {data_shape:?}"
@@ -137,12 +146,15 @@ pub(super) fn nd_slices(
     let per_batch: usize = ishape[b..q - 1].iter().product();
     let mut offsets = Vec::with_capacity(indices.len() / k.max(1));
     let tuples: Box<dyn Iterator<Item = &[i64]>> = if k == 0 {
-        Box::new(std::iter::repeat_n(&[][..], ishape[..q - 1].iter().product()))
+        Box::new(std::iter::repeat_n(
+            &[][..],
+            ishape[..q - 1].iter().product(),
+        ))
     } else {
         Box::new(indices.chunks_exact(k))
     };
     for (t, tuple) in tuples.enumerate() {
-        let batch = if per_batch == 0 { 0 } else { t / per_batch };
+        let batch = t.checked_div(per_batch).unwrap_or(0);
         let mut off = batch * batch_span;
         for (j, &i) in tuple.iter().enumerate() {
             off += resolve_index(i, data_shape[b + j])? * strides[b + j];
@@ -156,7 +168,10 @@ pub(super) fn nd_slices(
     })
 }
 
-pub(super) fn build_gather_nd(node: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_gather_nd(
+    node: &Node,
+    _: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let batch_dims = node.attr_int("batch_dims").map_err(attr_err)?.unwrap_or(0);
     let batch_dims = super::data::to_usize(batch_dims, "batch_dims")?;
     Ok(kernel(move |inputs| {
@@ -178,7 +193,10 @@ pub(super) fn build_gather_nd(node: &Node, _: &BuildContext) -> Result<Box<dyn K
     }))
 }
 
-pub(super) fn build_compress(node: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_compress(
+    node: &Node,
+    _: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let axis = node.attr_int("axis").map_err(attr_err)?;
     Ok(kernel(move |inputs| {
         let (x, cond) = (input(inputs, 0)?, input(inputs, 1)?);
@@ -189,7 +207,12 @@ pub(super) fn build_compress(node: &Node, _: &BuildContext) -> Result<Box<dyn Ke
             None => (0, vec![x.len()]),
         };
         let dim = shape[a];
-        let picked: Vec<usize> = cond.iter().enumerate().filter(|(_, &c)| c).map(|(i, _)| i).collect();
+        let picked: Vec<usize> = cond
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c)
+            .map(|(i, _)| i)
+            .collect();
         if let Some(&bad) = picked.iter().find(|&&i| i >= dim) {
             return Err(kernel_err(format!(
                 "Compress condition selects index {bad} of a dimension of size {dim}"
@@ -225,7 +248,11 @@ pub(super) fn build_non_zero(_: &Node, _: &BuildContext) -> Result<Box<dyn Kerne
                 .collect()
         }, _ => return Err(unsupported(format!("NonZero of {dtype}"))));
         // One row of coordinates per axis (a scalar counts as one element of shape [1]).
-        let shape = if x.rank() == 0 { vec![1] } else { x.shape().to_vec() };
+        let shape = if x.rank() == 0 {
+            vec![1]
+        } else {
+            x.shape().to_vec()
+        };
         let strides = kvant_tensor::strides_of(&shape);
         let mut out = Vec::with_capacity(shape.len() * nz.len());
         for (d, &s) in strides.iter().enumerate() {
@@ -235,12 +262,34 @@ pub(super) fn build_non_zero(_: &Node, _: &BuildContext) -> Result<Box<dyn Kerne
     }))
 }
 
-pub(super) fn build_one_hot(node: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+/// The OneHot output for `idx` read as `[outer, inner]`, with `depth` inserted between.
+fn one_hot<T: Item>(off: &T, on: &T, idx: &[i64], [outer, depth, inner]: [usize; 3]) -> Vec<T> {
+    let mut out = vec![off.clone(); outer * depth * inner];
+    let d = depth as i64;
+    for o in 0..outer {
+        for i in 0..inner {
+            let k = idx[o * inner + i];
+            let k = if k < 0 { k + d } else { k };
+            // Out-of-range indices give an all-"off" row.
+            if (0..d).contains(&k) {
+                out[(o * depth + k as usize) * inner + i] = on.clone();
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn build_one_hot(
+    node: &Node,
+    _: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let axis = node.attr_int("axis").map_err(attr_err)?.unwrap_or(-1);
     Ok(kernel(move |inputs| {
         let (ind, depth, values) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
         if depth.len() != 1 || values.len() != 2 {
-            return Err(kernel_err("OneHot needs a one-element depth and two values"));
+            return Err(kernel_err(
+                "OneHot needs a one-element depth and two values",
+            ));
         }
         // Depth and indices may be any numeric type; floats are truncated.
         let depth = depth.cast(DType::F64)?.into_vec::<f64>()?[0];
@@ -257,20 +306,7 @@ pub(super) fn build_one_hot(node: &Node, _: &BuildContext) -> Result<Box<dyn Ker
         let dtype = values.dtype();
         let out = dispatch_any!(dtype, T => {
             let v = view::<T>(values)?;
-            let (off, on) = (&v[0], &v[1]);
-            let mut out = vec![off.clone(); outer * depth * inner];
-            let d = depth as i64;
-            for o in 0..outer {
-                for i in 0..inner {
-                    let k = idx[o * inner + i];
-                    let k = if k < 0 { k + d } else { k };
-                    // Out-of-range indices give an all-"off" row.
-                    if (0..d).contains(&k) {
-                        out[(o * depth + k as usize) * inner + i] = on.clone();
-                    }
-                }
-            }
-            make(shape, out, dtype)?
+            make(shape, one_hot(&v[0], &v[1], &idx, [outer, depth, inner]), dtype)?
         }, _ => return Err(unsupported_dtype("OneHot", dtype)));
         Ok(vec![out])
     }))

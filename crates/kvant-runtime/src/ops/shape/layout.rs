@@ -1,13 +1,16 @@
 //! Operators that rearrange or combine whole tensors: Transpose, DepthToSpace, SpaceToDepth,
 //! Concat, Split, Tile, Expand.
 
-use super::data::{axis_of, checked_size, dispatch_any, make, transpose, unsupported_dtype, view, Strided};
+use super::data::{
+    axis_of, checked_size, dispatch_any, make, transpose, unsupported_dtype, view, Strided, PAR_MIN,
+};
 use super::kernel;
 use crate::ops::{attr_err, broadcast_shape, input, optional_input};
 use crate::ops::{BuildContext, Kernel};
 use crate::{kernel_err, RuntimeError};
 use kvant_graph::Node;
 use kvant_tensor::Tensor;
+use rayon::prelude::*;
 
 /// Transposes any tensor by `perm` (validated here).
 pub(super) fn transpose_tensor(
@@ -41,13 +44,19 @@ pub(super) fn transpose_tensor(
     }, _ => Err(unsupported_dtype(op, dtype)))
 }
 
-pub(super) fn build_transpose(node: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_transpose(
+    node: &Node,
+    _: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let perm = node
         .attr_ints("perm")
         .map_err(attr_err)?
         .map(|p| {
             p.iter()
-                .map(|&v| usize::try_from(v).map_err(|_| kernel_err(format!("perm {p:?} has a negative axis"))))
+                .map(|&v| {
+                    usize::try_from(v)
+                        .map_err(|_| kernel_err(format!("perm {p:?} has a negative axis")))
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
@@ -75,11 +84,17 @@ fn blocksize(node: &Node) -> Result<usize, RuntimeError> {
 fn nchw(x: &Tensor) -> Result<[usize; 4], RuntimeError> {
     match *x.shape() {
         [n, c, h, w] => Ok([n, c, h, w]),
-        _ => Err(kernel_err(format!("expected a 4-D input, got {:?}", x.shape()))),
+        _ => Err(kernel_err(format!(
+            "expected a 4-D input, got {:?}",
+            x.shape()
+        ))),
     }
 }
 
-pub(super) fn build_depth_to_space(node: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_depth_to_space(
+    node: &Node,
+    _: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let b = blocksize(node)?;
     let crd = match node.attr_string("mode").map_err(attr_err)?.as_deref() {
         None | Some("DCR") => false,
@@ -90,7 +105,10 @@ pub(super) fn build_depth_to_space(node: &Node, _: &BuildContext) -> Result<Box<
         let x = input(inputs, 0)?;
         let [n, c, h, w] = nchw(x)?;
         if c % (b * b) != 0 {
-            return Err(kernel_err(format!("channels {c} are not divisible by blocksize² {}", b * b)));
+            return Err(kernel_err(format!(
+                "channels {c} are not divisible by blocksize² {}",
+                b * b
+            )));
         }
         let c2 = c / (b * b);
         // Both modes are a 6-D transpose; they differ in where the block axes sit in C.
@@ -104,7 +122,10 @@ pub(super) fn build_depth_to_space(node: &Node, _: &BuildContext) -> Result<Box<
     }))
 }
 
-pub(super) fn build_space_to_depth(node: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_space_to_depth(
+    node: &Node,
+    _: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let b = blocksize(node)?;
     // CRD mode (opset 25 on) keeps the channel axis outermost in the output channels.
     let perm = match node.attr_string("mode").map_err(attr_err)?.as_deref() {
@@ -116,7 +137,9 @@ pub(super) fn build_space_to_depth(node: &Node, _: &BuildContext) -> Result<Box<
         let x = input(inputs, 0)?;
         let [n, c, h, w] = nchw(x)?;
         if h % b != 0 || w % b != 0 {
-            return Err(kernel_err(format!("spatial size {h}x{w} is not divisible by blocksize {b}")));
+            return Err(kernel_err(format!(
+                "spatial size {h}x{w} is not divisible by blocksize {b}"
+            )));
         }
         let shape = [n, c, h / b, b, w / b, b];
         let t = transpose_tensor(x, &shape, &perm, "SpaceToDepth")?;
@@ -124,7 +147,10 @@ pub(super) fn build_space_to_depth(node: &Node, _: &BuildContext) -> Result<Box<
     }))
 }
 
-pub(super) fn build_concat(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_concat(
+    node: &Node,
+    ctx: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     // Concat-1 defaulted the axis to 1; later it is required.
     let axis = match node.attr_int("axis").map_err(attr_err)? {
         Some(a) => a,
@@ -133,7 +159,9 @@ pub(super) fn build_concat(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Ke
     };
     Ok(kernel(move |inputs| {
         let xs: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
-        let first = *xs.first().ok_or_else(|| kernel_err("Concat needs at least one input"))?;
+        let first = *xs
+            .first()
+            .ok_or_else(|| kernel_err("Concat needs at least one input"))?;
         let rank = first.rank();
         let a = axis_of(axis, rank)?;
         let dtype = first.dtype();
@@ -142,7 +170,10 @@ pub(super) fn build_concat(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Ke
         for x in &xs {
             let s = x.shape();
             let same_other_dims = s.len() == rank
-                && s.iter().zip(first.shape()).enumerate().all(|(i, (p, q))| i == a || p == q);
+                && s.iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(i, (p, q))| i == a || p == q);
             if x.dtype() != dtype || !same_other_dims {
                 return Err(kernel_err(format!(
                     "Concat inputs {:?} ({}) and {:?} ({}) do not match",
@@ -160,12 +191,27 @@ pub(super) fn build_concat(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Ke
         let out = dispatch_any!(dtype, T => {
             let srcs = xs.iter().map(|x| view::<T>(x)).collect::<Result<Vec<_>, _>>()?;
             let blocks: Vec<usize> = xs.iter().map(|x| x.shape()[a] * after).collect();
-            let mut out = Vec::with_capacity(total);
-            for o in 0..outer {
-                for (src, &blk) in srcs.iter().zip(&blocks) {
-                    out.extend_from_slice(&src[o * blk..(o + 1) * blk]);
+            let row: usize = blocks.iter().sum();
+            let out = if total >= PAR_MIN && outer > 1 {
+                // Each output row (one outer index) is filled by one task.
+                let mut out = vec![T::default(); total];
+                out.par_chunks_mut(row).enumerate().for_each(|(o, dst)| {
+                    let mut at = 0;
+                    for (src, &blk) in srcs.iter().zip(&blocks) {
+                        dst[at..at + blk].clone_from_slice(&src[o * blk..(o + 1) * blk]);
+                        at += blk;
+                    }
+                });
+                out
+            } else {
+                let mut out = Vec::with_capacity(total);
+                for o in 0..outer {
+                    for (src, &blk) in srcs.iter().zip(&blocks) {
+                        out.extend_from_slice(&src[o * blk..(o + 1) * blk]);
+                    }
                 }
-            }
+                out
+            };
             make(out_shape, out, dtype)?
         }, _ => return Err(unsupported_dtype("Concat", dtype)));
         Ok(vec![out])
@@ -180,7 +226,10 @@ enum SplitSizes {
     InputOrEven(usize),
 }
 
-pub(super) fn build_split(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_split(
+    node: &Node,
+    ctx: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let axis = node.attr_int("axis").map_err(attr_err)?.unwrap_or(0);
     let n_out = node.outputs.len();
     let num_outputs = if ctx.opset >= 18 {
@@ -221,7 +270,10 @@ pub(super) fn build_split(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Ker
                 v
             }
         };
-        if sizes.len() != n_out || sizes.iter().any(|&s| s < 0) || sizes.iter().sum::<i64>() != dim as i64 {
+        if sizes.len() != n_out
+            || sizes.iter().any(|&s| s < 0)
+            || sizes.iter().sum::<i64>() != dim as i64
+        {
             return Err(kernel_err(format!(
                 "Split sizes {sizes:?} do not cover dimension {dim} with {n_out} outputs"
             )));
@@ -262,7 +314,12 @@ pub(super) fn build_tile(_: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, 
             )));
         }
         let dtype = x.dtype();
-        let out_shape: Vec<usize> = x.shape().iter().zip(&reps).map(|(&d, &r)| d.saturating_mul(r as usize)).collect();
+        let out_shape: Vec<usize> = x
+            .shape()
+            .iter()
+            .zip(&reps)
+            .map(|(&d, &r)| d.saturating_mul(r as usize))
+            .collect();
         checked_size(&out_shape)?;
         let out = dispatch_any!(dtype, T => {
             let mut cur: Vec<T> = view::<T>(x)?.into_owned();
@@ -273,7 +330,7 @@ pub(super) fn build_tile(_: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, 
                 let r = reps[d] as usize;
                 let inner = x.shape()[d] * block;
                 if r != 1 {
-                    let outer = if inner == 0 { 0 } else { cur.len() / inner };
+                    let outer = cur.len().checked_div(inner).unwrap_or(0);
                     let mut next = Vec::with_capacity(cur.len() * r);
                     for o in 0..outer {
                         let chunk = &cur[o * inner..(o + 1) * inner];
@@ -283,7 +340,7 @@ pub(super) fn build_tile(_: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, 
                     }
                     cur = next;
                 }
-                block = out_shape[d] * block;
+                block *= out_shape[d];
             }
             make(out_shape, cur, dtype)?
         }, _ => return Err(unsupported_dtype("Tile", dtype)));

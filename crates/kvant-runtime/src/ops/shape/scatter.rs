@@ -21,14 +21,16 @@ enum Reduction {
 
 impl Reduction {
     fn parse(node: &Node) -> Result<Reduction, RuntimeError> {
-        Ok(match node.attr_string("reduction").map_err(attr_err)?.as_deref() {
-            None | Some("none") => Reduction::None,
-            Some("add") => Reduction::Add,
-            Some("mul") => Reduction::Mul,
-            Some("max") => Reduction::Max,
-            Some("min") => Reduction::Min,
-            Some(r) => return Err(kernel_err(format!("reduction '{r}' is unknown"))),
-        })
+        Ok(
+            match node.attr_string("reduction").map_err(attr_err)?.as_deref() {
+                None | Some("none") => Reduction::None,
+                Some("add") => Reduction::Add,
+                Some("mul") => Reduction::Mul,
+                Some("max") => Reduction::Max,
+                Some("min") => Reduction::Min,
+                Some(r) => return Err(kernel_err(format!("reduction '{r}' is unknown"))),
+            },
+        )
     }
 }
 
@@ -147,7 +149,11 @@ fn scatter(
     reduce_as!(f32, f64, f16, bf16, i8, u8, i16, u16, i32, u32, i64, u64, bool)
 }
 
-fn build_elements(node: &Node, reduction: Reduction, op: &'static str) -> Result<Box<dyn Kernel>, RuntimeError> {
+fn build_elements(
+    node: &Node,
+    reduction: Reduction,
+    op: &'static str,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let axis = node.attr_int("axis").map_err(attr_err)?.unwrap_or(0);
     Ok(kernel(move |inputs| {
         let (x, ind, upd) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
@@ -171,11 +177,17 @@ pub(super) fn build_scatter_elements(
     build_elements(node, Reduction::parse(node)?, "ScatterElements")
 }
 
-pub(super) fn build_scatter(node: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_scatter(
+    node: &Node,
+    _: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     build_elements(node, Reduction::None, "Scatter")
 }
 
-pub(super) fn build_scatter_nd(node: &Node, _: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_scatter_nd(
+    node: &Node,
+    _: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     let reduction = Reduction::parse(node)?;
     Ok(kernel(move |inputs| {
         let (x, ind, upd) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
@@ -189,7 +201,14 @@ pub(super) fn build_scatter_nd(node: &Node, _: &BuildContext) -> Result<Box<dyn 
                 upd.shape()
             )));
         }
-        Ok(vec![scatter(x, upd, &s.offsets, s.len, reduction, "ScatterND")?])
+        Ok(vec![scatter(
+            x,
+            upd,
+            &s.offsets,
+            s.len,
+            reduction,
+            "ScatterND",
+        )?])
     }))
 }
 

@@ -65,20 +65,31 @@ pub(super) fn slice_tensor(
         }
         // A step only matters when at least two elements are taken (and then it is small
         // enough not to overflow, being below the dimension).
-        strides[a] = if len > 1 { src_strides[a] * step as isize } else { 0 };
+        strides[a] = if len > 1 {
+            src_strides[a] * step as isize
+        } else {
+            0
+        };
     }
     if out_shape == x.shape() && strides == src_strides {
         return Ok(x.clone());
     }
     let dtype = x.dtype();
-    let view_ = Strided::new(&out_shape, &strides, if out_shape.contains(&0) { 0 } else { base });
+    let view_ = Strided::new(
+        &out_shape,
+        &strides,
+        if out_shape.contains(&0) { 0 } else { base },
+    );
     dispatch_any!(dtype, T => {
         let src = view::<T>(x)?;
         make(out_shape, view_.gather(&src)?, dtype)
     }, _ => Err(unsupported_dtype("Slice", dtype)))
 }
 
-pub(super) fn build_slice(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+pub(super) fn build_slice(
+    node: &Node,
+    ctx: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     // Before opset 10, starts / ends / axes were attributes and steps did not exist.
     let attrs = if ctx.opset < 10 {
         let get = |name: &str| -> Result<Option<Vec<i64>>, RuntimeError> {
@@ -97,9 +108,19 @@ pub(super) fn build_slice(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Ker
         }
         let starts = int_values(input(inputs, 1)?, "Slice starts")?;
         let ends = int_values(input(inputs, 2)?, "Slice ends")?;
-        let axes = optional_input(inputs, 3).map(|t| int_values(t, "Slice axes")).transpose()?;
-        let steps = optional_input(inputs, 4).map(|t| int_values(t, "Slice steps")).transpose()?;
-        Ok(vec![slice_tensor(x, &starts, &ends, axes.as_deref(), steps.as_deref())?])
+        let axes = optional_input(inputs, 3)
+            .map(|t| int_values(t, "Slice axes"))
+            .transpose()?;
+        let steps = optional_input(inputs, 4)
+            .map(|t| int_values(t, "Slice steps"))
+            .transpose()?;
+        Ok(vec![slice_tensor(
+            x,
+            &starts,
+            &ends,
+            axes.as_deref(),
+            steps.as_deref(),
+        )?])
     }))
 }
 
@@ -164,10 +185,14 @@ fn pad_slice<T: Item>(
             .and_then(|o| o.checked_add(pads[rank + d]))
             .ok_or_else(|| kernel_err(format!("pads {pads:?} are too large")))?;
         if o < 0 {
-            return Err(kernel_err(format!("pads {pads:?} remove more than shape {shape:?} holds")));
+            return Err(kernel_err(format!(
+                "pads {pads:?} remove more than shape {shape:?} holds"
+            )));
         }
         if mode != PadMode::Constant && shape[d] == 0 && o > 0 {
-            return Err(kernel_err(format!("cannot pad an empty axis in {mode:?} mode")));
+            return Err(kernel_err(format!(
+                "cannot pad an empty axis in {mode:?} mode"
+            )));
         }
         out_shape.push(o as usize);
     }
@@ -180,7 +205,11 @@ fn pad_slice<T: Item>(
     }
     // Source coordinate of every output coordinate, per axis.
     let maps: Vec<Vec<Option<usize>>> = (0..rank)
-        .map(|d| (0..out_shape[d]).map(|o| mode.source(o, pads[d], shape[d])).collect())
+        .map(|d| {
+            (0..out_shape[d])
+                .map(|o| mode.source(o, pads[d], shape[d]))
+                .collect()
+        })
         .collect();
     let strides = kvant_tensor::strides_of(shape);
     let last = rank - 1;
@@ -189,7 +218,9 @@ fn pad_slice<T: Item>(
     let pb = pads[last];
     let mid_out = pb.max(0) as usize;
     let mid_src = (-pb).max(0) as usize;
-    let mid_len = inner_in.saturating_sub(mid_src).min(inner_out.saturating_sub(mid_out));
+    let mid_len = inner_in
+        .saturating_sub(mid_src)
+        .min(inner_out.saturating_sub(mid_out));
     let mut out = Vec::with_capacity(total);
     let mut idx = vec![0usize; last];
     let rows = total / inner_out;
@@ -273,7 +304,9 @@ pub(super) fn build_pad(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kerne
             }
             None => (
                 int_values(input(inputs, 1)?, "Pad pads")?,
-                optional_input(inputs, 3).map(|t| int_values(t, "Pad axes")).transpose()?,
+                optional_input(inputs, 3)
+                    .map(|t| int_values(t, "Pad axes"))
+                    .transpose()?,
                 None,
             ),
         };
@@ -295,7 +328,11 @@ pub(super) fn build_pad(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kerne
             Some(a) => {
                 let a = normalize_axes(&a, rank)?;
                 if raw.len() != 2 * a.len() {
-                    return Err(kernel_err(format!("Pad has {} pads for {} axes", raw.len(), a.len())));
+                    return Err(kernel_err(format!(
+                        "Pad has {} pads for {} axes",
+                        raw.len(),
+                        a.len()
+                    )));
                 }
                 let mut full = vec![0; 2 * rank];
                 for (i, &ax) in a.iter().enumerate() {
@@ -306,7 +343,10 @@ pub(super) fn build_pad(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kerne
             }
         };
         if pads.len() != 2 * rank {
-            return Err(kernel_err(format!("Pad has {} pads for rank {rank}", pads.len())));
+            return Err(kernel_err(format!(
+                "Pad has {} pads for rank {rank}",
+                pads.len()
+            )));
         }
         Ok(vec![pad_tensor(x, &pads, mode, constant)?])
     }))
@@ -316,7 +356,10 @@ pub(super) fn build_center_crop_pad(
     node: &Node,
     _: &BuildContext,
 ) -> Result<Box<dyn Kernel>, RuntimeError> {
-    let axes = node.attr_ints("axes").map_err(attr_err)?.map(<[i64]>::to_vec);
+    let axes = node
+        .attr_ints("axes")
+        .map_err(attr_err)?
+        .map(<[i64]>::to_vec);
     Ok(kernel(move |inputs| {
         let x = input(inputs, 0)?;
         let target = int_values(input(inputs, 1)?, "CenterCropPad shape")?;
@@ -337,7 +380,11 @@ pub(super) fn build_center_crop_pad(
                 return Err(kernel_err(format!("CenterCropPad size {t} is negative")));
             }
             let dim = x.shape()[a] as i64;
-            let begin = if t < dim { -((dim - t) / 2) } else { (t - dim) / 2 };
+            let begin = if t < dim {
+                -((dim - t) / 2)
+            } else {
+                (t - dim) / 2
+            };
             pads[a] = begin;
             pads[rank + a] = t - dim - begin;
         }
@@ -365,7 +412,9 @@ pub(super) fn build_reverse_sequence(
         let lens = int_values(input(inputs, 1)?, "sequence_lens")?;
         let shape = x.shape();
         if shape.len() < 2 {
-            return Err(kernel_err("ReverseSequence needs an input of rank 2 or more"));
+            return Err(kernel_err(
+                "ReverseSequence needs an input of rank 2 or more",
+            ));
         }
         let (batch, time) = (shape[batch_axis], shape[time_axis]);
         if lens.len() != batch || lens.iter().any(|&l| l < 0 || l as usize > time) {
