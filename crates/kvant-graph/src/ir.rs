@@ -15,11 +15,11 @@ pub struct Absent(u8);
 impl Absent {
     /// The `name` field (node, graph, value info, tensor).
     pub const NAME: Absent = Absent(1);
-    /// The `domain` field (node, opset import).
+    /// The `domain` field (node; for a model, that of its default-domain opset import).
     pub const DOMAIN: Absent = Absent(1 << 1);
     /// The `op_type` field (node).
     pub const OP_TYPE: Absent = Absent(1 << 2);
-    /// The `version` field (opset import) or `ir_version` (model).
+    /// The `ir_version` field (model).
     pub const VERSION: Absent = Absent(1 << 3);
 
     /// Whether `field` is marked absent.
@@ -44,17 +44,14 @@ pub struct OpsetImport {
     pub domain: String,
     /// Opset version.
     pub version: i64,
-    /// Fields absent from the file ([`Absent::DOMAIN`], [`Absent::VERSION`]).
-    pub absent: Absent,
 }
 
 impl OpsetImport {
-    /// An opset import with both fields present.
+    /// An opset import.
     pub fn new(domain: impl Into<String>, version: i64) -> OpsetImport {
         OpsetImport {
             domain: domain.into(),
             version,
-            absent: Absent::default(),
         }
     }
 }
@@ -86,7 +83,8 @@ pub struct Model {
     pub functions: Vec<proto::FunctionProto>,
     /// Device configurations, kept as stored.
     pub configuration: Vec<proto::DeviceConfigurationProto>,
-    /// Fields absent from the file ([`Absent::VERSION`] for `ir_version`).
+    /// Fields absent from the file: [`Absent::VERSION`] for `ir_version`, [`Absent::DOMAIN`]
+    /// when the default-domain opset import had no `domain` field (`make_model`'s default).
     pub absent: Absent,
 }
 

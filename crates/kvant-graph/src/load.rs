@@ -98,15 +98,14 @@ fn model_from_proto(p: proto::ModelProto, src: &Source) -> Result<Model, GraphEr
             internalize_graph(g, src)?;
         }
     }
+    // Only the default domain can be written without a domain field (absent means "").
+    let default_domain_absent = p.opset_import.iter().any(|o| o.domain.is_none());
     Ok(Model {
         ir_version: p.ir_version.unwrap_or(0),
         opset_import: p
             .opset_import
             .into_iter()
             .map(|o| OpsetImport {
-                absent: Absent::default()
-                    .with(Absent::DOMAIN, o.domain.is_none())
-                    .with(Absent::VERSION, o.version.is_none()),
                 domain: o.domain.unwrap_or_default(),
                 version: o.version.unwrap_or(0),
             })
@@ -121,7 +120,9 @@ fn model_from_proto(p: proto::ModelProto, src: &Source) -> Result<Model, GraphEr
         training_info,
         functions,
         configuration: p.configuration,
-        absent: Absent::default().with(Absent::VERSION, p.ir_version.is_none()),
+        absent: Absent::default()
+            .with(Absent::VERSION, p.ir_version.is_none())
+            .with(Absent::DOMAIN, default_domain_absent),
     })
 }
 

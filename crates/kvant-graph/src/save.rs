@@ -100,8 +100,8 @@ fn model_to_proto(m: &Model, sink: &mut Option<ExternalSink>) -> proto::ModelPro
             .opset_import
             .iter()
             .map(|o| proto::OperatorSetIdProto {
-                domain: string_field(&o.domain, o.absent, Absent::DOMAIN),
-                version: int_field(o.version, o.absent, Absent::VERSION),
+                domain: string_field(&o.domain, m.absent, Absent::DOMAIN),
+                version: Some(o.version),
             })
             .collect(),
         producer_name: m.producer_name.clone(),

@@ -204,11 +204,8 @@ fn node_test_sample() -> Vec<PathBuf> {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(200);
-    let step = if wanted == 0 {
-        1
-    } else {
-        (all.len() / wanted).max(1)
-    };
+    // 0 (no division possible) means every case.
+    let step = all.len().checked_div(wanted).map_or(1, |s| s.max(1));
     all.into_iter().step_by(step).collect()
 }
 

@@ -191,7 +191,9 @@ fn build_loop(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, Runtim
         .ok_or_else(|| kernel_err("attribute 'body' is required"))?;
     let declared = node.inputs.len();
     if declared < 2 {
-        return Err(kernel_err("Loop needs the inputs M and cond (either may be empty)"));
+        return Err(kernel_err(
+            "Loop needs the inputs M and cond (either may be empty)",
+        ));
     }
     let carried = declared - 2;
     let body = Body::new(graph, ctx)?;
@@ -439,7 +441,11 @@ impl Scan {
     }
 
     /// Type and shape of scan output `k`'s slices, from a run or else the declaration.
-    fn slice_type(&self, k: usize, seen: Option<&Tensor>) -> Result<(DType, Vec<usize>), RuntimeError> {
+    fn slice_type(
+        &self,
+        k: usize,
+        seen: Option<&Tensor>,
+    ) -> Result<(DType, Vec<usize>), RuntimeError> {
         match seen {
             Some(t) => Ok((t.dtype(), t.shape().to_vec())),
             None => self.body.declared_slice(self.states + k).ok_or_else(|| {
@@ -448,7 +454,11 @@ impl Scan {
         }
     }
 
-    fn run_batched(&self, inputs: &[Option<&Tensor>], outer: &[&Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+    fn run_batched(
+        &self,
+        inputs: &[Option<&Tensor>],
+        outer: &[&Tensor],
+    ) -> Result<Vec<Tensor>, RuntimeError> {
         let values: Vec<&Tensor> = (1..=self.states + self.scan_inputs)
             .map(|i| input(inputs, i))
             .collect::<Result<_, _>>()?;
@@ -505,19 +515,14 @@ impl Scan {
                 .iter()
                 .map(|v| take_along(v, 0, b))
                 .collect::<Result<_, _>>()?;
+            // Only the first `len` steps of this batch entry are scanned.
             let xb: Vec<Tensor> = xs
                 .iter()
-                .map(|x| take_along(x, 0, b))
+                .map(|x| take_along(x, 0, b).and_then(|t| prefix(&t, len)))
                 .collect::<Result<_, _>>()?;
             let xb_refs: Vec<&Tensor> = xb.iter().collect();
-            // Only the first `len` steps of this batch entry are scanned.
-            let xb_cut: Vec<Tensor> = xb_refs
-                .iter()
-                .map(|x| prefix(x, len))
-                .collect::<Result<_, _>>()?;
-            let cut_refs: Vec<&Tensor> = xb_cut.iter().collect();
-            let axes = vec![0; cut_refs.len()];
-            let (state, scans) = self.iterate(state, &cut_refs, &axes, len, outer)?;
+            let axes = vec![0; xb_refs.len()];
+            let (state, scans) = self.iterate(state, &xb_refs, &axes, len, outer)?;
             for (i, s) in state.into_iter().enumerate() {
                 final_states[i].push(s);
             }
@@ -709,4 +714,209 @@ fn join(parts: &[Tensor]) -> Result<TensorData, RuntimeError> {
             <T as kvant_tensor::Element>::into_data(out)
         }, _ => return Err(unsupported(format!("{dtype} scan outputs")))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvant_graph::{AttrValue, Attribute, Initializer, Model, OpsetImport, ValueInfo};
+
+    fn f32_info(name: &str, dims: &[i64]) -> ValueInfo {
+        let dims: Vec<Dim> = dims.iter().map(|&d| Dim::Fixed(d)).collect();
+        ValueInfo::tensor(name, DType::F32, &dims)
+    }
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<Attribute>) -> Node {
+        let mut n = Node::new(
+            op,
+            "",
+            inputs.iter().map(|s| s.to_string()).collect(),
+            outputs.iter().map(|s| s.to_string()).collect(),
+        );
+        n.attributes = attrs;
+        n
+    }
+
+    fn graph(name: &str, nodes: Vec<Node>, inputs: Vec<ValueInfo>, outputs: &[&str]) -> Graph {
+        Graph {
+            name: name.to_string(),
+            nodes,
+            inputs,
+            outputs: outputs
+                .iter()
+                .map(|o| ValueInfo {
+                    name: o.to_string(),
+                    ..ValueInfo::default()
+                })
+                .collect(),
+            ..Graph::default()
+        }
+    }
+
+    fn run(graph: Graph, feeds: &[&Tensor]) -> Vec<Tensor> {
+        let model = Model {
+            opset_import: vec![OpsetImport::new("", 17)],
+            graph,
+            ..Model::default()
+        };
+        let plan = Plan::new(&model).expect("plan");
+        plan.run(feeds, None).expect("run")
+    }
+
+    fn vals(t: &Tensor) -> Vec<f32> {
+        t.as_slice::<f32>().expect("f32").to_vec()
+    }
+
+    /// `If` picks a branch by its condition; both branches read the outer `x`, the else
+    /// branch also a constant of its own.
+    #[test]
+    fn if_selects_branch_and_reads_outer_values() {
+        let then_g = graph(
+            "then",
+            vec![node("Add", &["x", "x"], &["t"], vec![])],
+            vec![],
+            &["t"],
+        );
+        let mut else_g = graph(
+            "else",
+            vec![node("Add", &["x", "c"], &["e"], vec![])],
+            vec![],
+            &["e"],
+        );
+        else_g.initializers.push(Initializer::new(
+            "c",
+            Tensor::from_vec(vec![2], vec![10f32, 20.0]).expect("tensor"),
+        ));
+        let main = graph(
+            "main",
+            vec![node(
+                "If",
+                &["cond"],
+                &["y"],
+                vec![
+                    Attribute::new("then_branch", AttrValue::Graph(then_g)),
+                    Attribute::new("else_branch", AttrValue::Graph(else_g)),
+                ],
+            )],
+            vec![
+                ValueInfo::tensor("cond", DType::Bool, &[]),
+                f32_info("x", &[2]),
+            ],
+            &["y"],
+        );
+        let x = Tensor::from_vec(vec![2], vec![1f32, 2.0]).expect("tensor");
+        let yes = run(main.clone(), &[&Tensor::scalar(true), &x]);
+        assert_eq!(vals(&yes[0]), vec![2.0, 4.0]);
+        let no = run(main, &[&Tensor::scalar(false), &x]);
+        assert_eq!(vals(&no[0]), vec![11.0, 22.0]);
+    }
+
+    /// A Loop body that adds the outer value `k` to its carried value: final value and the
+    /// stacked scan output, and the zero-trip case.
+    fn accumulate_loop(with_m: bool) -> Graph {
+        let body = graph(
+            "body",
+            vec![node("Add", &["acc_in", "k"], &["acc_out"], vec![])],
+            vec![
+                ValueInfo::tensor("i", DType::I64, &[]),
+                ValueInfo::tensor("c_in", DType::Bool, &[]),
+                f32_info("acc_in", &[2]),
+            ],
+            &["c_in", "acc_out", "acc_out"],
+        );
+        let mut body = body;
+        // The scan output is declared so that a zero-trip loop knows its shape.
+        body.outputs[2] = f32_info("acc_out", &[2]);
+        let mut inputs = vec![];
+        if with_m {
+            inputs.push(ValueInfo::tensor("M", DType::I64, &[]));
+        }
+        inputs.push(ValueInfo::tensor("cond", DType::Bool, &[]));
+        inputs.push(f32_info("x0", &[2]));
+        inputs.push(f32_info("k", &[2]));
+        graph(
+            "main",
+            vec![node(
+                "Loop",
+                &[if with_m { "M" } else { "" }, "cond", "x0"],
+                &["final", "scan"],
+                vec![Attribute::new("body", AttrValue::Graph(body))],
+            )],
+            inputs,
+            &["final", "scan"],
+        )
+    }
+
+    #[test]
+    fn loop_accumulates_outer_value_and_stacks_scan_outputs() {
+        let x0 = Tensor::from_vec(vec![2], vec![1f32, 2.0]).expect("tensor");
+        let k = Tensor::from_vec(vec![2], vec![10f32, 100.0]).expect("tensor");
+        let m = Tensor::scalar(3i64);
+        let out = run(accumulate_loop(true), &[&m, &Tensor::scalar(true), &x0, &k]);
+        assert_eq!(vals(&out[0]), vec![31.0, 302.0]);
+        assert_eq!(out[1].shape(), &[3, 2]);
+        assert_eq!(vals(&out[1]), vec![11.0, 102.0, 21.0, 202.0, 31.0, 302.0]);
+    }
+
+    #[test]
+    fn loop_with_false_condition_runs_zero_times() {
+        let x0 = Tensor::from_vec(vec![2], vec![1f32, 2.0]).expect("tensor");
+        let k = Tensor::from_vec(vec![2], vec![10f32, 100.0]).expect("tensor");
+        let out = run(accumulate_loop(false), &[&Tensor::scalar(false), &x0, &k]);
+        assert_eq!(vals(&out[0]), vec![1.0, 2.0]);
+        assert_eq!(out[1].shape(), &[0, 2]);
+    }
+
+    #[test]
+    fn stack_and_take_along_are_inverse() {
+        let t =
+            Tensor::from_vec(vec![2, 3, 2], (0..12).map(|v| v as f32).collect()).expect("tensor");
+        for axis in 0..3 {
+            let n = t.shape()[axis];
+            let parts: Vec<Tensor> = (0..n)
+                .map(|i| take_along(&t, axis, i).expect("slice"))
+                .collect();
+            assert_eq!(stack(&parts, axis).expect("stack"), t);
+        }
+        let s = take_along(&t, 1, 2).expect("slice");
+        assert_eq!(s.shape(), &[2, 2]);
+        assert_eq!(vals(&s), vec![4.0, 5.0, 10.0, 11.0]);
+    }
+
+    #[test]
+    fn sequence_typed_branch_is_unsupported() {
+        let mut then_g = graph("then", vec![], vec![], &["x"]);
+        then_g.outputs[0].ty = Some(kvant_graph::proto::TypeProto {
+            denotation: None,
+            value: Some(kvant_graph::proto::type_proto::Value::SequenceType(
+                Box::new(kvant_graph::proto::type_proto::Sequence { elem_type: None }),
+            )),
+        });
+        let main = graph(
+            "main",
+            vec![node(
+                "If",
+                &["cond"],
+                &["y"],
+                vec![
+                    Attribute::new("then_branch", AttrValue::Graph(then_g.clone())),
+                    Attribute::new("else_branch", AttrValue::Graph(then_g)),
+                ],
+            )],
+            vec![
+                ValueInfo::tensor("cond", DType::Bool, &[]),
+                f32_info("x", &[2]),
+            ],
+            &["y"],
+        );
+        let model = Model {
+            opset_import: vec![OpsetImport::new("", 17)],
+            graph: main,
+            ..Model::default()
+        };
+        assert!(matches!(
+            Plan::new(&model),
+            Err(RuntimeError::Unsupported { .. })
+        ));
+    }
 }

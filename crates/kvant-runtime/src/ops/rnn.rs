@@ -231,7 +231,11 @@ struct Recurrent {
 }
 
 fn build_lstm(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
-    let input_forget = node.attr_int("input_forget").map_err(attr_err)?.unwrap_or(0) != 0;
+    let input_forget = node
+        .attr_int("input_forget")
+        .map_err(attr_err)?
+        .unwrap_or(0)
+        != 0;
     build(node, ctx, Cell::Lstm { input_forget })
 }
 
@@ -255,6 +259,11 @@ fn build_rnn(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, Runtime
 }
 
 fn build(node: &Node, ctx: &BuildContext, cell: Cell) -> Result<Box<dyn Kernel>, RuntimeError> {
+    Ok(Box::new(parse(node, ctx, cell)?))
+}
+
+/// Reads and checks a recurrent node's attributes.
+fn parse(node: &Node, ctx: &BuildContext, cell: Cell) -> Result<Recurrent, RuntimeError> {
     let direction = match node
         .attr_string("direction")
         .map_err(attr_err)?
@@ -337,14 +346,14 @@ fn build(node: &Node, ctx: &BuildContext, cell: Cell) -> Result<Box<dyn Kernel>,
         acts.push(Act::from_parts(name, alpha, beta));
     }
 
-    Ok(Box::new(Recurrent {
+    Ok(Recurrent {
         cell,
         direction,
         hidden_size,
         acts,
         clip,
         batch_first: layout == 1,
-    }))
+    })
 }
 
 /// Swaps the first two axes of a rank-3 (or higher) row-major array.
@@ -445,7 +454,10 @@ impl Recurrent {
     }
 
     /// Validates shapes and converts every input to `T` in sequence-first layout.
-    fn gather<T: Real>(&self, inputs: &[Option<&Tensor>]) -> Result<(Inputs<T>, Dims), RuntimeError> {
+    fn gather<T: Real>(
+        &self,
+        inputs: &[Option<&Tensor>],
+    ) -> Result<(Inputs<T>, Dims), RuntimeError> {
         let x = input(inputs, 0)?;
         let w = input(inputs, 1)?;
         let r = input(inputs, 2)?;
@@ -633,27 +645,28 @@ impl Recurrent {
             // GRU without linear_before_reset needs (r ⊙ H) · R_hᵀ, a second product.
             let mut rh = vec![zero; batch * h];
             let mut gated = vec![zero; batch * h];
+            let mut zs = vec![zero; batch * h];
+            let gru_plain = matches!(
+                self.cell,
+                Cell::Gru {
+                    linear_before_reset: false
+                }
+            );
+            // Gates whose recurrent product is plain H · Rᵀ (all but GRU's plain h gate).
+            let direct = if gru_plain { 2 * h } else { gh };
+            let mut partial = vec![zero; if gru_plain { batch * direct } else { 0 }];
 
             for step in 0..seq {
                 let t = if reverse { seq - 1 - step } else { step };
                 let active = |b: usize| inp.lens.as_ref().is_none_or(|l| t < l[b]);
-                let gru_plain = matches!(
-                    self.cell,
-                    Cell::Gru {
-                        linear_before_reset: false
-                    }
-                );
-                // Gates whose recurrent product is plain H · Rᵀ.
-                let direct = if gru_plain { 2 * h } else { gh };
-                if direct == gh {
-                    matmul_bt(&hs, batch, h, r, gh, &mut hr);
-                } else {
-                    let mut tmp = vec![zero; batch * direct];
-                    matmul_bt(&hs, batch, h, &r[..direct * h], direct, &mut tmp);
+                if gru_plain {
+                    matmul_bt(&hs, batch, h, &r[..direct * h], direct, &mut partial);
                     for b in 0..batch {
                         hr[b * gh..b * gh + direct]
-                            .copy_from_slice(&tmp[b * direct..(b + 1) * direct]);
+                            .copy_from_slice(&partial[b * direct..(b + 1) * direct]);
                     }
+                } else {
+                    matmul_bt(&hs, batch, h, r, gh, &mut hr);
                 }
                 let base = t * batch * gh;
                 match self.cell {
@@ -671,9 +684,9 @@ impl Recurrent {
                             let gr = &hr[b * gh..(b + 1) * gh];
                             for j in 0..h {
                                 let c_prev = cs[b * h + j];
-                                let peep = |p: &[T], c: T| if p.is_empty() { zero } else { p[j] * c };
-                                let i_g = acts[0]
-                                    .apply(clamp(gx[j] + gr[j] + peep(pi, c_prev)));
+                                let peep =
+                                    |p: &[T], c: T| if p.is_empty() { zero } else { p[j] * c };
+                                let i_g = acts[0].apply(clamp(gx[j] + gr[j] + peep(pi, c_prev)));
                                 let f_g = if input_forget {
                                     one - i_g
                                 } else {
@@ -683,8 +696,7 @@ impl Recurrent {
                                 };
                                 let c_g = acts[1].apply(clamp(gx[3 * h + j] + gr[3 * h + j]));
                                 let c = f_g * c_prev + i_g * c_g;
-                                let o_g =
-                                    acts[0].apply(clamp(gx[h + j] + gr[h + j] + peep(po, c)));
+                                let o_g = acts[0].apply(clamp(gx[h + j] + gr[h + j] + peep(po, c)));
                                 cs[b * h + j] = c;
                                 hs[b * h + j] = o_g * acts[2].apply(c);
                             }
@@ -694,7 +706,6 @@ impl Recurrent {
                         linear_before_reset,
                     } => {
                         // z and r first: the candidate needs r.
-                        let mut zs = vec![zero; batch * h];
                         for b in 0..batch {
                             let gx = &xw[base + b * gh..base + (b + 1) * gh];
                             let gr = &hr[b * gh..(b + 1) * gh];
@@ -800,5 +811,160 @@ impl Kernel for Recurrent {
             out.truncate(2);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvant_graph::{AttrValue, Attribute};
+    use std::collections::HashMap;
+
+    fn kernel(op: &str, attrs: Vec<Attribute>) -> Box<dyn Kernel> {
+        let mut node = Node::new(op, "n", vec![], vec![]);
+        node.attributes = attrs;
+        let constants = HashMap::new();
+        let ctx = BuildContext {
+            opset: 14,
+            implicit_inputs: &[],
+            constants: &constants,
+            opsets: &[],
+        };
+        let build = match op {
+            "LSTM" => build_lstm,
+            "GRU" => build_gru,
+            _ => build_rnn,
+        };
+        build(&node, &ctx).expect("build")
+    }
+
+    fn t(shape: &[usize], v: &[f32]) -> Tensor {
+        Tensor::from_vec(shape.to_vec(), v.to_vec()).expect("tensor")
+    }
+
+    /// One-unit RNN, hand-computed: h1 = tanh(x1), h2 = tanh(x2 + 0.5·h1). In reverse with
+    /// sequence lengths, the second batch entry (length 1) only sees its first step and its
+    /// padded Y entries stay zero.
+    #[test]
+    fn rnn_matches_hand_computation_with_reverse_and_lengths() {
+        let k = kernel(
+            "RNN",
+            vec![Attribute::new(
+                "direction",
+                AttrValue::String(b"reverse".to_vec()),
+            )],
+        );
+        // X [seq 2, batch 2, input 1]
+        let x = t(&[2, 2, 1], &[1.0, 3.0, 2.0, 4.0]);
+        let w = t(&[1, 1, 1], &[1.0]);
+        let r = t(&[1, 1, 1], &[0.5]);
+        let lens = Tensor::from_vec(vec![2], vec![2i32, 1]).expect("tensor");
+        let out = k
+            .run(&[Some(&x), Some(&w), Some(&r), None, Some(&lens)])
+            .expect("run");
+        let y = out[0].as_slice::<f32>().expect("f32");
+        // Batch 0, reverse: step t=1 first (x=2), then t=0 (x=1).
+        let h_t1 = 2f32.tanh();
+        let h_t0 = (1.0 + 0.5 * h_t1).tanh();
+        // Batch 1, length 1: only t=0 (x=3).
+        let b1 = 3f32.tanh();
+        let expected = [h_t0, b1, h_t1, 0.0];
+        for (g, e) in y.iter().zip(expected) {
+            assert!((g - e).abs() < 1e-6, "{y:?} vs {expected:?}");
+        }
+        assert_eq!(out[1].shape(), &[1, 2, 1]);
+        let yh = out[1].as_slice::<f32>().expect("f32");
+        assert!((yh[0] - h_t0).abs() < 1e-6 && (yh[1] - b1).abs() < 1e-6);
+    }
+
+    /// f64 runs natively and agrees with f32; f16 is computed in f32 and cast back.
+    #[test]
+    fn gru_f64_and_f16_agree_with_f32() {
+        let k = kernel(
+            "GRU",
+            vec![Attribute::new("linear_before_reset", AttrValue::Int(1))],
+        );
+        let (seq, batch, input, hidden) = (3, 2, 2, 2);
+        let gen = |n: usize, s: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i as f32 * 0.37 + s).sin()) * 0.8)
+                .collect()
+        };
+        let x = t(&[seq, batch, input], &gen(seq * batch * input, 0.1));
+        let w = t(&[1, 3 * hidden, input], &gen(3 * hidden * input, 0.2));
+        let r = t(&[1, 3 * hidden, hidden], &gen(3 * hidden * hidden, 0.3));
+        let b = t(&[1, 6 * hidden], &gen(6 * hidden, 0.4));
+        let f32_out = k
+            .run(&[Some(&x), Some(&w), Some(&r), Some(&b)])
+            .expect("run");
+        for dtype in [DType::F64, DType::F16] {
+            let cast = |t: &Tensor| t.cast(dtype).expect("cast");
+            let (x, w, r, b) = (cast(&x), cast(&w), cast(&r), cast(&b));
+            let out = k
+                .run(&[Some(&x), Some(&w), Some(&r), Some(&b)])
+                .expect("run");
+            assert_eq!(out.len(), 2);
+            assert_eq!(out[0].dtype(), dtype);
+            let got = out[0].to_f32_vec().expect("f32");
+            let want = f32_out[0].to_f32_vec().expect("f32");
+            for (g, e) in got.iter().zip(&want) {
+                assert!((g - e).abs() < 1e-2, "{dtype}: {got:?} vs {want:?}");
+            }
+        }
+    }
+
+    /// alpha / beta values go, in order, only to the activations that take them; a
+    /// bidirectional layer keeps consuming them in its second direction.
+    #[test]
+    fn activation_parameters_are_consumed_in_order() {
+        let mut node = Node::new("LSTM", "n", vec![], vec![]);
+        let names = ["HardSigmoid", "Tanh", "LeakyRelu", "Elu", "Affine", "Relu"];
+        node.attributes = vec![
+            Attribute::new("direction", AttrValue::String(b"bidirectional".to_vec())),
+            Attribute::new(
+                "activations",
+                AttrValue::Strings(names.iter().map(|n| n.as_bytes().to_vec()).collect()),
+            ),
+            Attribute::new("activation_alpha", AttrValue::Floats(vec![0.3, 0.05, 2.0])),
+            Attribute::new("activation_beta", AttrValue::Floats(vec![0.4])),
+        ];
+        let constants = HashMap::new();
+        let ctx = BuildContext {
+            opset: 14,
+            implicit_inputs: &[],
+            constants: &constants,
+            opsets: &[],
+        };
+        let layer = parse(
+            &node,
+            &ctx,
+            Cell::Lstm {
+                input_forget: false,
+            },
+        )
+        .expect("parse");
+        assert_eq!(
+            layer.acts,
+            vec![
+                Act::HardSigmoid(0.3, 0.4),
+                Act::Tanh,
+                Act::LeakyRelu(0.05),
+                Act::Elu(2.0),
+                // Out of values: the operator's defaults.
+                Act::Affine(1.0, 0.0),
+                Act::Relu,
+            ]
+        );
+    }
+
+    #[test]
+    fn activations_are_numerically_safe() {
+        let elu = Act::Elu(2.0).apply(-1.0f32);
+        assert!((elu - 2.0 * ((-1f32).exp() - 1.0)).abs() < 1e-6);
+        assert!((Act::HardSigmoid(0.3, 0.4).apply(1.0f32) - 0.7).abs() < 1e-6);
+        assert_eq!(Act::HardSigmoid(0.3, 0.4).apply(10.0f32), 1.0);
+        assert_eq!(Act::Softplus.apply(100.0f64), 100.0);
+        assert!(Act::Sigmoid.apply(-800.0f32).abs() < 1e-30);
+        assert_eq!(Act::Sigmoid.apply(800.0f32), 1.0);
     }
 }

@@ -267,7 +267,9 @@ impl Kernel for Bernoulli {
                 .collect()
         };
         let dtype = self.dtype.unwrap_or(x.dtype());
-        Ok(vec![Tensor::from_vec(x.shape().to_vec(), values)?.cast(dtype)?])
+        Ok(vec![
+            Tensor::from_vec(x.shape().to_vec(), values)?.cast(dtype)?
+        ])
     }
 }
 

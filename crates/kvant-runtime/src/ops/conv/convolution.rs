@@ -205,61 +205,107 @@ fn fill_col_row<T: Copy + Default>(
     }
 }
 
-/// Depthwise 2-D convolution of one output plane: `out[oh, ow] = bias + sum w * x`, computed
-/// as one contiguous axpy per (output row, kernel tap), which the compiler vectorizes.
+/// Output columns one depthwise block accumulates in registers.
+const DW_BLOCK: usize = 32;
+
+/// Depthwise 2-D convolution of one output plane: `out[oh, ow] = bias + sum w * x`.
 ///
-/// With a horizontal stride `s > 1` the input rows are first split into `s` phases
-/// (`phase[p][j] = row[j * s + p]`), so that the taps read contiguous runs there too.
+/// The input plane is first copied into a zero-padded buffer whose rows are split into
+/// `stride_w` column phases (`phase[p][j] = padded_row[j * stride_w + p]`), so that every
+/// kernel tap reads a contiguous run for consecutive outputs, whatever the stride. Outputs are
+/// then computed in blocks of [`DW_BLOCK`] columns, accumulating all taps in registers.
 #[inline(always)]
 fn depthwise_plane_impl<T: GemmElem>(x: &[T], w: &[T], bias: T, win: &Window, out: &mut [T]) {
     let [_, ih, iw] = win.input;
     let [_, oh, ow] = win.output;
     let [_, sh, sw] = win.stride;
     let [_, kh, kw] = win.kernel;
-    out.fill(bias);
-    if ow == 0 || iw == 0 {
+    let [_, dh, dw] = win.dilation;
+    let (pt, pl) = (win.pad_begin[1], win.pad_begin[2]);
+    if ow == 0 || oh == 0 {
         return;
     }
-    // Row length of one phase, and the (possibly phase-split) input.
-    let phase_len = iw.div_ceil(sw);
-    let split;
-    let src: &[T] = if sw == 1 {
-        x
-    } else {
-        let mut buf = vec![T::ZERO; ih * sw * phase_len];
-        for (row, dst) in x.chunks(iw).zip(buf.chunks_mut(sw * phase_len)) {
-            for (j, &v) in row.iter().enumerate() {
-                dst[(j % sw) * phase_len + j / sw] = v;
-            }
+    // Extent of the padded input the outputs read.
+    let hp = (oh - 1) * sh + (kh - 1) * dh + 1;
+    let wp = (ow - 1) * sw + (kw - 1) * dw + 1;
+    let len = wp.div_ceil(sw);
+    let mut buf = vec![T::ZERO; hp * sw * len];
+    // Padded columns px with 0 <= px - pl < iw.
+    let (px_lo, px_hi) = (pl.min(wp), (pl + iw).min(wp));
+    for (py, dst) in buf.chunks_mut(sw * len).enumerate() {
+        let Some(iy) = py.checked_sub(pt).filter(|&iy| iy < ih) else {
+            continue;
+        };
+        let row = &x[iy * iw..(iy + 1) * iw];
+        if sw == 1 {
+            dst[px_lo..px_hi].copy_from_slice(&row[px_lo - pl..px_hi - pl]);
+            continue;
         }
-        split = buf;
-        &split
-    };
-    for (y, out_row) in out.chunks_mut(ow).enumerate().take(oh) {
-        for ky in 0..kh {
-            let iy = (y * sh) as isize + tap_offset(win, 1, ky);
-            if iy < 0 || iy >= ih as isize {
+        for (p, phase) in dst.chunks_mut(len).enumerate() {
+            // First padded column of this phase inside the input; no division per element.
+            let px0 = px_lo + (p + sw - px_lo % sw) % sw;
+            if px0 >= px_hi {
                 continue;
             }
-            let row_start = iy as usize * sw * phase_len;
-            for kx in 0..kw {
-                let wv = w[ky * kw + kx];
-                let off = tap_offset(win, 2, kx);
-                let (lo, hi) = valid_range(ow, iw, sw, off);
-                if lo >= hi {
-                    continue;
-                }
-                // Input column o * sw + off is element o + off.div_euclid(sw) of phase
-                // off.rem_euclid(sw).
-                let phase = off.rem_euclid(sw as isize) as usize;
-                let s0 = (lo as isize + off.div_euclid(sw as isize)) as usize;
-                let in_row = &src[row_start + phase * phase_len..][..phase_len];
-                for (o, &v) in out_row[lo..hi].iter_mut().zip(&in_row[s0..s0 + (hi - lo)]) {
-                    *o = T::mul_add(wv, v, *o);
-                }
+            let count = (px_hi - px0).div_ceil(sw);
+            let src = row[px0 - pl..].iter().step_by(sw).take(count);
+            for (d, &v) in phase[px0 / sw..].iter_mut().zip(src) {
+                *d = v;
             }
         }
     }
+    // Each tap as (weight, offset of its run relative to output row start), computed once:
+    // the phase arithmetic divides by the stride.
+    let taps: Vec<(T, usize)> = (0..kh)
+        .flat_map(|ky| (0..kw).map(move |kx| (ky, kx)))
+        .zip(w)
+        .map(|((ky, kx), &wv)| {
+            let px = kx * dw;
+            (wv, (ky * dh * sw + px % sw) * len + px / sw)
+        })
+        .collect();
+    let row_step = sh * sw * len;
+    for (y, out_row) in out.chunks_mut(ow).enumerate().take(oh) {
+        let base = y * row_step;
+        let mut x0 = 0;
+        while x0 < ow {
+            let left = ow - x0;
+            let dst = &mut out_row[x0..];
+            let src = &buf[base + x0..];
+            // Widest block that fits; all taps accumulate in registers.
+            x0 += if left >= DW_BLOCK {
+                dw_block::<T, DW_BLOCK>(src, &taps, bias, dst)
+            } else if left >= 16 {
+                dw_block::<T, 16>(src, &taps, bias, dst)
+            } else if left >= 8 {
+                dw_block::<T, 8>(src, &taps, bias, dst)
+            } else if left >= 4 {
+                dw_block::<T, 4>(src, &taps, bias, dst)
+            } else {
+                dw_block::<T, 1>(src, &taps, bias, dst)
+            };
+        }
+    }
+}
+
+/// `B` consecutive depthwise outputs: `dst[i] = bias + sum_t w_t * src[offset_t + i]`.
+/// Returns `B`.
+#[inline(always)]
+fn dw_block<T: GemmElem, const B: usize>(
+    src: &[T],
+    taps: &[(T, usize)],
+    bias: T,
+    dst: &mut [T],
+) -> usize {
+    let mut acc = [bias; B];
+    for &(wv, off) in taps {
+        let seg = &src[off..off + B];
+        for i in 0..B {
+            acc[i] = T::mul_add(wv, seg[i], acc[i]);
+        }
+    }
+    dst[..B].copy_from_slice(&acc);
+    B
 }
 
 #[cfg(target_arch = "x86_64")]

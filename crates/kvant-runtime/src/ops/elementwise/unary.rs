@@ -43,6 +43,7 @@ pub(super) fn register(r: &mut Registry) {
         "Gelu",
         "Mish",
         "ThresholdedRelu",
+        "Swish",
     ] {
         r.add(op, build_float);
     }
@@ -86,6 +87,7 @@ enum FloatOp {
     GeluTanh,
     Mish,
     ThresholdedRelu(f64),
+    Swish(f64),
 }
 
 fn build_float(node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
@@ -146,6 +148,7 @@ fn build_float(node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, Runt
         },
         "Mish" => FloatOp::Mish,
         "ThresholdedRelu" => FloatOp::ThresholdedRelu(float_attr(node, "alpha", 1.0)?),
+        "Swish" => FloatOp::Swish(float_attr(node, "alpha", 1.0)?),
         other => return Err(kernel_err(format!("no float kernel for {other}"))),
     };
     Ok(Box::new(FloatKernel { op }))
@@ -235,6 +238,10 @@ fn apply_float<F: Real>(op: FloatOp, s: &[F], d: &mut [F]) {
         FloatOp::ThresholdedRelu(alpha) => {
             let a = F::c(alpha);
             each!(x => if x > a { x } else { zero })
+        }
+        FloatOp::Swish(alpha) => {
+            let a = F::c(alpha);
+            each!(x => x * sigmoid(a * x))
         }
     }
 }

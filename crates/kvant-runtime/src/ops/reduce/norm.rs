@@ -590,6 +590,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn group_norm_opset18_takes_params_per_group() {
+        let k = GroupNormKernel {
+            epsilon: 0.0,
+            groups: Some(2),
+            per_group_params: true,
+        };
+        let x = Tensor::from_vec(vec![1, 4, 1], vec![1f32, 3.0, 5.0, 9.0]).unwrap();
+        let scale = Tensor::from_vec(vec![2], vec![1f32, 2.0]).unwrap();
+        let bias = Tensor::from_vec(vec![2], vec![0f32, 10.0]).unwrap();
+        let y = k.run(&[Some(&x), Some(&scale), Some(&bias)]).unwrap();
+        let y = y[0].as_slice::<f32>().unwrap();
+        // Group 0: mean 2, std 1; group 1: mean 7, std 2.
+        assert_eq!(y, &[-1.0, 1.0, 8.0, 12.0]);
+    }
+
+    #[test]
+    fn batch_norm_per_activation() {
+        let k = BatchNormKernel {
+            epsilon: 0.0,
+            momentum: 0.9,
+            training: false,
+            per_activation: true,
+        };
+        let x = Tensor::from_vec(vec![2, 2], vec![1f32, 2.0, 3.0, 4.0]).unwrap();
+        let p = |v: [f32; 2]| Tensor::from_vec(vec![2], v.to_vec()).unwrap();
+        let (s, b, m, v) = (p([1.0, 2.0]), p([0.0, 1.0]), p([1.0, 0.0]), p([4.0, 1.0]));
+        let y = k
+            .run(&[Some(&x), Some(&s), Some(&b), Some(&m), Some(&v)])
+            .unwrap();
+        assert_eq!(y[0].as_slice::<f32>().unwrap(), &[0.0, 5.0, 1.0, 9.0]);
+    }
+
+    #[test]
     fn expand_broadcasts_trailing_dims() {
         let v = expand(&[1f32, 2.0], &[2], &[3, 2]).unwrap();
         assert_eq!(v, vec![1., 2., 1., 2., 1., 2.]);

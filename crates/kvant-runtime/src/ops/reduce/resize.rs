@@ -21,6 +21,9 @@ pub fn register(r: &mut Registry) {
     r.add("Upsample", build_upsample);
 }
 
+/// Largest output (in elements) a resize may produce: 2^36 f32 values are 256 GiB.
+const MAX_OUTPUT_ELEMENTS: usize = 1 << 36;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Nearest,
@@ -360,6 +363,23 @@ impl ResizeKernel {
                 return Err(kernel_err("only one of scales and sizes may be given"))
             }
             (None, None) => return Err(kernel_err("one of scales and sizes must be given")),
+        }
+        // Refuse absurd sizes (a huge scale) with an error instead of failing to allocate.
+        let total = plans
+            .iter()
+            .try_fold(1usize, |acc, p| acc.checked_mul(p.output))
+            .filter(|&n| n <= MAX_OUTPUT_ELEMENTS);
+        // Antialiased downsampling reads about 4 / scale inputs per output.
+        let taps_ok = !self.antialias
+            || plans.iter().all(|p| {
+                let taps = (4.0 / p.scale.min(1.0)).ceil() + 4.0;
+                taps * (p.output as f64) <= MAX_OUTPUT_ELEMENTS as f64
+            });
+        if total.is_none() || !taps_ok {
+            return Err(kernel_err(format!(
+                "output shape {:?} is too large",
+                plans.iter().map(|p| p.output).collect::<Vec<_>>()
+            )));
         }
         Ok(plans)
     }
@@ -775,6 +795,42 @@ mod tests {
             policy: Policy::Stretch,
             args: Args::Full,
         }
+    }
+
+    #[test]
+    fn legacy_nearest_ceils_when_downsampling() {
+        let mut k = kernel(Mode::Nearest, Coord::Asymmetric);
+        k.nearest = Nearest::Legacy;
+        let down = k.table(&AxisPlan {
+            input: 5,
+            output: 3,
+            scale: 0.6,
+            roi: (0.0, 1.0),
+        });
+        // x = y / 0.6 = 0, 1.67, 3.33 -> ceil
+        assert_eq!(down.idx, vec![0, 2, 4]);
+        let up = k.table(&AxisPlan {
+            input: 2,
+            output: 5,
+            scale: 2.5,
+            roi: (0.0, 1.0),
+        });
+        assert_eq!(up.idx, vec![0, 0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn tf_crop_extrapolates_outside_roi() {
+        let mut k = kernel(Mode::Linear, Coord::TfCropAndResize);
+        k.extrapolation = 7.0;
+        let plans = [AxisPlan {
+            input: 3,
+            output: 3,
+            scale: 1.0,
+            roi: (0.5, 1.5),
+        }];
+        let out = k.compute::<f32>(&[0.0, 2.0, 4.0], &plans).unwrap();
+        // x = 1, 2, 3: the last lies past the input.
+        assert_eq!(out, vec![2.0, 4.0, 7.0]);
     }
 
     #[test]

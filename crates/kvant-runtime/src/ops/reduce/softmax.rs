@@ -148,9 +148,10 @@ fn row<R: Real>(kind: Kind, x: &[R], y: &mut [R]) {
         Kind::LogSoftmax => {
             let shift = if m.f64().is_finite() { m } else { R::ZERO };
             let sum: f64 = x.iter().map(|&v| (v - shift).exp().f64()).sum();
-            let offset = R::of(shift.f64() + sum.ln());
+            // (v - shift) first: it is exact near the maximum, so large inputs keep precision.
+            let log_sum = R::of(sum.ln());
             for (d, &v) in y.iter_mut().zip(x) {
-                *d = v - offset;
+                *d = (v - shift) - log_sum;
             }
         }
         Kind::Hardmax => {
@@ -207,15 +208,11 @@ fn strided<R: Real>(kind: Kind, x: &[R], y: &mut [R], r: usize, inner: usize) {
             }
         }
     } else {
-        let offset: Vec<R> = sum
-            .iter()
-            .zip(&max)
-            .map(|(&s, &m)| R::of(m.f64() + s.ln()))
-            .collect();
+        let log_sum: Vec<R> = sum.iter().map(|&s| R::of(s.ln())).collect();
         for k in 0..r {
             let base = k * inner;
             for i in 0..inner {
-                y[base + i] = x[base + i] - offset[i];
+                y[base + i] = (x[base + i] - max[i]) - log_sum[i];
             }
         }
     }
