@@ -12,4 +12,4 @@ mod session;
 pub use error::{kernel_err, unsupported, RuntimeError};
 pub use hook::{NoHook, ValueHook};
 pub use plan::{free_variables, Plan, StepTime};
-pub use session::{format_dims, Session, SessionOptions};
+pub use session::{format_dims, ProfiledRun, Session, SessionOptions};

@@ -2,6 +2,9 @@ use crate::{Plan, RuntimeError, ValueHook};
 use kvant_graph::{Dim, Model};
 use kvant_tensor::Tensor;
 
+/// The outputs of a profiled run (named, in graph order) and the time of every step.
+pub type ProfiledRun = (Vec<(String, Tensor)>, Vec<crate::StepTime>);
+
 /// How a [`Session`] runs.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -99,7 +102,7 @@ impl Session {
     pub fn run_profiled(
         &self,
         feeds: &[(String, Tensor)],
-    ) -> Result<(Vec<(String, Tensor)>, Vec<crate::StepTime>), RuntimeError> {
+    ) -> Result<ProfiledRun, RuntimeError> {
         let ordered = self.order_feeds(feeds)?;
         let mut profile = Vec::new();
         let outputs = self

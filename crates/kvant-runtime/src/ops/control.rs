@@ -614,7 +614,7 @@ fn prefix(t: &Tensor, len: usize) -> Result<Tensor, RuntimeError> {
         return Ok(t.clone());
     }
     let inner: usize = t.shape()[1..].iter().product();
-    let data = copy_ranges(t.data(), &[0..len * inner])?;
+    let data = copy_ranges(t.data(), std::slice::from_ref(&(0..len * inner)))?;
     let mut shape = t.shape().to_vec();
     shape[0] = len;
     Ok(Tensor::new(shape, data)?)

@@ -241,6 +241,31 @@ fn depthwise_plane_impl<T: GemmElem>(x: &[T], w: &[T], bias: T, win: &Window, ou
             dst[px_lo..px_hi].copy_from_slice(&row[px_lo - pl..px_hi - pl]);
             continue;
         }
+        if sw == 2 {
+            // The common strided case: split pairs without a gather per element.
+            let (even, odd) = dst.split_at_mut(len);
+            let mut px = px_lo;
+            if px % 2 == 1 && px < px_hi {
+                odd[px / 2] = row[px - pl];
+                px += 1;
+            }
+            let pairs = (px_hi - px) / 2;
+            let src = &row[px - pl..px - pl + 2 * pairs];
+            let j = px / 2;
+            for ((e, o), pair) in even[j..j + pairs]
+                .iter_mut()
+                .zip(&mut odd[j..j + pairs])
+                .zip(src.chunks_exact(2))
+            {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            px += 2 * pairs;
+            if px < px_hi {
+                even[px / 2] = row[px - pl];
+            }
+            continue;
+        }
         for (p, phase) in dst.chunks_mut(len).enumerate() {
             // First padded column of this phase inside the input; no division per element.
             let px0 = px_lo + (p + sw - px_lo % sw) % sw;
