@@ -572,22 +572,60 @@ impl Recurrent {
     }
 
     /// Runs the layer in `T`; returns Y `[seq, dirs, batch, hidden]`, Y_h and Y_c
-    /// `[dirs, batch, hidden]` (sequence-first).
+    /// `[dirs, batch, hidden]` (sequence-first). The two directions of a bidirectional
+    /// layer are independent and run in parallel.
     fn compute<T: Real>(&self, inp: &Inputs<T>, d: Dims) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let Dims {
+            seq,
+            batch,
+            hidden: h,
+            dirs,
+            ..
+        } = d;
+        let per_dir: Vec<(Vec<T>, Vec<T>, Vec<T>)> = if dirs == 2 {
+            let (f, b) = rayon::join(
+                || self.compute_dir(inp, d, 0),
+                || self.compute_dir(inp, d, 1),
+            );
+            vec![f, b]
+        } else {
+            vec![self.compute_dir(inp, d, 0)]
+        };
+        let zero = T::of(0.0);
+        let mut y = vec![zero; seq * dirs * batch * h];
+        let mut y_h = Vec::with_capacity(dirs * batch * h);
+        let mut y_c = Vec::with_capacity(dirs * batch * h);
+        for (dir, (yd, hd, cd)) in per_dir.into_iter().enumerate() {
+            for t in 0..seq {
+                let at = (t * dirs + dir) * batch * h;
+                y[at..at + batch * h].copy_from_slice(&yd[t * batch * h..(t + 1) * batch * h]);
+            }
+            y_h.extend_from_slice(&hd);
+            y_c.extend_from_slice(&cd);
+        }
+        (y, y_h, y_c)
+    }
+
+    /// Runs one direction; returns its Y `[seq, batch, hidden]` and final H and C
+    /// `[batch, hidden]`.
+    fn compute_dir<T: Real>(
+        &self,
+        inp: &Inputs<T>,
+        d: Dims,
+        dir: usize,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
         let Dims {
             seq,
             batch,
             input: isz,
             hidden: h,
-            dirs,
+            ..
         } = d;
         let g = self.cell.gates();
         let gh = g * h;
         let zero = T::of(0.0);
         let one = T::of(1.0);
-        let mut y = vec![zero; seq * dirs * batch * h];
-        let mut y_h = vec![zero; dirs * batch * h];
-        let mut y_c = vec![zero; dirs * batch * h];
+        let mut y = vec![zero; seq * batch * h];
         let clip = self.clip.map(T::of);
         let clamp = |v: T| match clip {
             Some(c) if v > c => c,
@@ -596,156 +634,150 @@ impl Recurrent {
         };
         let na = self.cell.activations();
 
-        for dir in 0..dirs {
-            let reverse = self.direction == Direction::Reverse || dir == 1;
-            let acts = &self.acts[dir * na..(dir + 1) * na];
-            let w = &inp.w[dir * gh * isz..(dir + 1) * gh * isz];
-            let r = &inp.r[dir * gh * h..(dir + 1) * gh * h];
-            // The input projection of all steps at once: [seq·batch, gates·hidden].
-            let mut xw = vec![zero; seq * batch * gh];
-            matmul_bt(&inp.x, seq * batch, isz, w, gh, &mut xw);
-            // Fold the biases that sit outside any gate product into the projection. GRU
-            // with linear_before_reset keeps the recurrent bias of the h gate apart, since
-            // the reset gate multiplies it.
-            let mut rbh = vec![zero; h];
-            if let Some(b) = &inp.b {
-                let b = &b[dir * 2 * gh..(dir + 1) * 2 * gh];
-                let mut bias: Vec<T> = (0..gh).map(|j| b[j] + b[gh + j]).collect();
-                if let Cell::Gru {
-                    linear_before_reset: true,
-                } = self.cell
-                {
-                    for j in 0..h {
-                        rbh[j] = b[gh + 2 * h + j];
-                        bias[2 * h + j] = b[2 * h + j];
-                    }
-                }
-                for row in xw.chunks_exact_mut(gh) {
-                    for (v, &bv) in row.iter_mut().zip(&bias) {
-                        *v = *v + bv;
-                    }
+        let reverse = self.direction == Direction::Reverse || dir == 1;
+        let acts = &self.acts[dir * na..(dir + 1) * na];
+        let w = &inp.w[dir * gh * isz..(dir + 1) * gh * isz];
+        let r = &inp.r[dir * gh * h..(dir + 1) * gh * h];
+        // The input projection of all steps at once: [seq·batch, gates·hidden].
+        let mut xw = vec![zero; seq * batch * gh];
+        matmul_bt(&inp.x, seq * batch, isz, w, gh, &mut xw);
+        // Fold the biases that sit outside any gate product into the projection. GRU
+        // with linear_before_reset keeps the recurrent bias of the h gate apart, since
+        // the reset gate multiplies it.
+        let mut rbh = vec![zero; h];
+        if let Some(b) = &inp.b {
+            let b = &b[dir * 2 * gh..(dir + 1) * 2 * gh];
+            let mut bias: Vec<T> = (0..gh).map(|j| b[j] + b[gh + j]).collect();
+            if let Cell::Gru {
+                linear_before_reset: true,
+            } = self.cell
+            {
+                for j in 0..h {
+                    rbh[j] = b[gh + 2 * h + j];
+                    bias[2 * h + j] = b[2 * h + j];
                 }
             }
-            let (pi, po, pf) = match &inp.p {
-                Some(p) => {
-                    let p = &p[dir * 3 * h..(dir + 1) * 3 * h];
-                    (&p[..h], &p[h..2 * h], &p[2 * h..])
-                }
-                None => (&[][..], &[][..], &[][..]),
-            };
-            let mut hs = match &inp.h0 {
-                Some(v) => v[dir * batch * h..(dir + 1) * batch * h].to_vec(),
-                None => vec![zero; batch * h],
-            };
-            let mut cs = match &inp.c0 {
-                Some(v) => v[dir * batch * h..(dir + 1) * batch * h].to_vec(),
-                None => vec![zero; batch * h],
-            };
-            let mut hr = vec![zero; batch * gh];
-            // GRU without linear_before_reset needs (r ⊙ H) · R_hᵀ, a second product.
-            let mut rh = vec![zero; batch * h];
-            let mut gated = vec![zero; batch * h];
-            let mut zs = vec![zero; batch * h];
-            let gru_plain = matches!(
-                self.cell,
-                Cell::Gru {
-                    linear_before_reset: false
-                }
-            );
-            // Gates whose recurrent product is plain H · Rᵀ (all but GRU's plain h gate).
-            let direct = if gru_plain { 2 * h } else { gh };
-            let mut partial = vec![zero; if gru_plain { batch * direct } else { 0 }];
-
-            for step in 0..seq {
-                let t = if reverse { seq - 1 - step } else { step };
-                let active = |b: usize| inp.lens.as_ref().is_none_or(|l| t < l[b]);
-                if gru_plain {
-                    matmul_bt(&hs, batch, h, &r[..direct * h], direct, &mut partial);
-                    for b in 0..batch {
-                        hr[b * gh..b * gh + direct]
-                            .copy_from_slice(&partial[b * direct..(b + 1) * direct]);
-                    }
-                } else {
-                    matmul_bt(&hs, batch, h, r, gh, &mut hr);
-                }
-                let base = t * batch * gh;
-                match self.cell {
-                    Cell::Rnn => {
-                        for b in (0..batch).filter(|&b| active(b)) {
-                            for j in 0..h {
-                                let v = xw[base + b * gh + j] + hr[b * gh + j];
-                                hs[b * h + j] = acts[0].apply(clamp(v));
-                            }
-                        }
-                    }
-                    Cell::Lstm { input_forget } => {
-                        for b in (0..batch).filter(|&b| active(b)) {
-                            let gx = &xw[base + b * gh..base + (b + 1) * gh];
-                            let gr = &hr[b * gh..(b + 1) * gh];
-                            for j in 0..h {
-                                let c_prev = cs[b * h + j];
-                                let peep =
-                                    |p: &[T], c: T| if p.is_empty() { zero } else { p[j] * c };
-                                let i_g = acts[0].apply(clamp(gx[j] + gr[j] + peep(pi, c_prev)));
-                                let f_g = if input_forget {
-                                    one - i_g
-                                } else {
-                                    acts[0].apply(clamp(
-                                        gx[2 * h + j] + gr[2 * h + j] + peep(pf, c_prev),
-                                    ))
-                                };
-                                let c_g = acts[1].apply(clamp(gx[3 * h + j] + gr[3 * h + j]));
-                                let c = f_g * c_prev + i_g * c_g;
-                                let o_g = acts[0].apply(clamp(gx[h + j] + gr[h + j] + peep(po, c)));
-                                cs[b * h + j] = c;
-                                hs[b * h + j] = o_g * acts[2].apply(c);
-                            }
-                        }
-                    }
-                    Cell::Gru {
-                        linear_before_reset,
-                    } => {
-                        // z and r first: the candidate needs r.
-                        for b in 0..batch {
-                            let gx = &xw[base + b * gh..base + (b + 1) * gh];
-                            let gr = &hr[b * gh..(b + 1) * gh];
-                            for j in 0..h {
-                                zs[b * h + j] = acts[0].apply(clamp(gx[j] + gr[j]));
-                                let rg = acts[0].apply(clamp(gx[h + j] + gr[h + j]));
-                                gated[b * h + j] = if linear_before_reset {
-                                    rg
-                                } else {
-                                    rg * hs[b * h + j]
-                                };
-                            }
-                        }
-                        if !linear_before_reset {
-                            matmul_bt(&gated, batch, h, &r[2 * h * h..], h, &mut rh);
-                        }
-                        for b in (0..batch).filter(|&b| active(b)) {
-                            let gx = &xw[base + b * gh..base + (b + 1) * gh];
-                            for j in 0..h {
-                                let rec = if linear_before_reset {
-                                    gated[b * h + j] * (hr[b * gh + 2 * h + j] + rbh[j])
-                                } else {
-                                    rh[b * h + j]
-                                };
-                                let cand = acts[1].apply(clamp(gx[2 * h + j] + rec));
-                                let z = zs[b * h + j];
-                                hs[b * h + j] = (one - z) * cand + z * hs[b * h + j];
-                            }
-                        }
-                    }
-                }
-                for b in (0..batch).filter(|&b| active(b)) {
-                    let at = ((t * dirs + dir) * batch + b) * h;
-                    y[at..at + h].copy_from_slice(&hs[b * h..(b + 1) * h]);
+            for row in xw.chunks_exact_mut(gh) {
+                for (v, &bv) in row.iter_mut().zip(&bias) {
+                    *v = *v + bv;
                 }
             }
-            y_h[dir * batch * h..(dir + 1) * batch * h].copy_from_slice(&hs);
-            y_c[dir * batch * h..(dir + 1) * batch * h].copy_from_slice(&cs);
         }
-        (y, y_h, y_c)
+        let (pi, po, pf) = match &inp.p {
+            Some(p) => {
+                let p = &p[dir * 3 * h..(dir + 1) * 3 * h];
+                (&p[..h], &p[h..2 * h], &p[2 * h..])
+            }
+            None => (&[][..], &[][..], &[][..]),
+        };
+        let mut hs = match &inp.h0 {
+            Some(v) => v[dir * batch * h..(dir + 1) * batch * h].to_vec(),
+            None => vec![zero; batch * h],
+        };
+        let mut cs = match &inp.c0 {
+            Some(v) => v[dir * batch * h..(dir + 1) * batch * h].to_vec(),
+            None => vec![zero; batch * h],
+        };
+        let mut hr = vec![zero; batch * gh];
+        // GRU without linear_before_reset needs (r ⊙ H) · R_hᵀ, a second product.
+        let mut rh = vec![zero; batch * h];
+        let mut gated = vec![zero; batch * h];
+        let mut zs = vec![zero; batch * h];
+        let gru_plain = matches!(
+            self.cell,
+            Cell::Gru {
+                linear_before_reset: false
+            }
+        );
+        // Gates whose recurrent product is plain H · Rᵀ (all but GRU's plain h gate).
+        let direct = if gru_plain { 2 * h } else { gh };
+        let mut partial = vec![zero; if gru_plain { batch * direct } else { 0 }];
+
+        for step in 0..seq {
+            let t = if reverse { seq - 1 - step } else { step };
+            let active = |b: usize| inp.lens.as_ref().is_none_or(|l| t < l[b]);
+            if gru_plain {
+                matmul_bt(&hs, batch, h, &r[..direct * h], direct, &mut partial);
+                for b in 0..batch {
+                    hr[b * gh..b * gh + direct]
+                        .copy_from_slice(&partial[b * direct..(b + 1) * direct]);
+                }
+            } else {
+                matmul_bt(&hs, batch, h, r, gh, &mut hr);
+            }
+            let base = t * batch * gh;
+            match self.cell {
+                Cell::Rnn => {
+                    for b in (0..batch).filter(|&b| active(b)) {
+                        for j in 0..h {
+                            let v = xw[base + b * gh + j] + hr[b * gh + j];
+                            hs[b * h + j] = acts[0].apply(clamp(v));
+                        }
+                    }
+                }
+                Cell::Lstm { input_forget } => {
+                    for b in (0..batch).filter(|&b| active(b)) {
+                        let gx = &xw[base + b * gh..base + (b + 1) * gh];
+                        let gr = &hr[b * gh..(b + 1) * gh];
+                        for j in 0..h {
+                            let c_prev = cs[b * h + j];
+                            let peep = |p: &[T], c: T| if p.is_empty() { zero } else { p[j] * c };
+                            let i_g = acts[0].apply(clamp(gx[j] + gr[j] + peep(pi, c_prev)));
+                            let f_g = if input_forget {
+                                one - i_g
+                            } else {
+                                acts[0]
+                                    .apply(clamp(gx[2 * h + j] + gr[2 * h + j] + peep(pf, c_prev)))
+                            };
+                            let c_g = acts[1].apply(clamp(gx[3 * h + j] + gr[3 * h + j]));
+                            let c = f_g * c_prev + i_g * c_g;
+                            let o_g = acts[0].apply(clamp(gx[h + j] + gr[h + j] + peep(po, c)));
+                            cs[b * h + j] = c;
+                            hs[b * h + j] = o_g * acts[2].apply(c);
+                        }
+                    }
+                }
+                Cell::Gru {
+                    linear_before_reset,
+                } => {
+                    // z and r first: the candidate needs r.
+                    for b in 0..batch {
+                        let gx = &xw[base + b * gh..base + (b + 1) * gh];
+                        let gr = &hr[b * gh..(b + 1) * gh];
+                        for j in 0..h {
+                            zs[b * h + j] = acts[0].apply(clamp(gx[j] + gr[j]));
+                            let rg = acts[0].apply(clamp(gx[h + j] + gr[h + j]));
+                            gated[b * h + j] = if linear_before_reset {
+                                rg
+                            } else {
+                                rg * hs[b * h + j]
+                            };
+                        }
+                    }
+                    if !linear_before_reset {
+                        matmul_bt(&gated, batch, h, &r[2 * h * h..], h, &mut rh);
+                    }
+                    for b in (0..batch).filter(|&b| active(b)) {
+                        let gx = &xw[base + b * gh..base + (b + 1) * gh];
+                        for j in 0..h {
+                            let rec = if linear_before_reset {
+                                gated[b * h + j] * (hr[b * gh + 2 * h + j] + rbh[j])
+                            } else {
+                                rh[b * h + j]
+                            };
+                            let cand = acts[1].apply(clamp(gx[2 * h + j] + rec));
+                            let z = zs[b * h + j];
+                            hs[b * h + j] = (one - z) * cand + z * hs[b * h + j];
+                        }
+                    }
+                }
+            }
+            for b in (0..batch).filter(|&b| active(b)) {
+                let at = (t * batch + b) * h;
+                y[at..at + h].copy_from_slice(&hs[b * h..(b + 1) * h]);
+            }
+        }
+        (y, hs, cs)
     }
 
     fn run_typed<T: Real>(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, RuntimeError> {

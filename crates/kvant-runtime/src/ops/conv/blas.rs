@@ -53,7 +53,11 @@ pub(crate) struct Mat<'a, T> {
 impl<'a, T> Mat<'a, T> {
     /// A row-major matrix with `cols` columns.
     pub fn row_major(data: &'a [T], cols: usize) -> Self {
-        Mat { data, rs: cols, cs: 1 }
+        Mat {
+            data,
+            rs: cols,
+            cs: 1,
+        }
     }
 
     /// Whether every element of a `rows x cols` view lies inside `data`.
@@ -61,9 +65,11 @@ impl<'a, T> Mat<'a, T> {
         if rows == 0 || cols == 0 {
             return true;
         }
-        let last = (rows - 1)
-            .checked_mul(self.rs)
-            .and_then(|r| (cols - 1).checked_mul(self.cs).and_then(|c| r.checked_add(c)));
+        let last = (rows - 1).checked_mul(self.rs).and_then(|r| {
+            (cols - 1)
+                .checked_mul(self.cs)
+                .and_then(|c| r.checked_add(c))
+        });
         matches!(last, Some(l) if l < self.data.len())
     }
 }
@@ -251,7 +257,11 @@ mod tests {
             &mut dst,
             n,
             true,
-            Mat { data: &at, rs: 1, cs: m },
+            Mat {
+                data: &at,
+                rs: 1,
+                cs: m,
+            },
             Mat::row_major(&b, n),
             2.0,
             1,
@@ -263,6 +273,18 @@ mod tests {
                 assert!((dst[i * n + j] - (1.0 + 2.0 * s)).abs() < 1e-4);
             }
         }
-        assert!(gemm(m, n, k, &mut dst[1..], n, false, Mat::row_major(&a, k), Mat::row_major(&b, n), 1.0, 1).is_err());
+        assert!(gemm(
+            m,
+            n,
+            k,
+            &mut dst[1..],
+            n,
+            false,
+            Mat::row_major(&a, k),
+            Mat::row_major(&b, n),
+            1.0,
+            1
+        )
+        .is_err());
     }
 }

@@ -48,15 +48,16 @@ impl Term {
         while i < bytes.len() {
             if bytes[i] == b'.' {
                 if term.ellipsis || !text[i..].starts_with("...") {
-                    return Err(kernel_err(format!("malformed ellipsis in Einsum term '{text}'")));
+                    return Err(kernel_err(format!(
+                        "malformed ellipsis in Einsum term '{text}'"
+                    )));
                 }
                 term.ellipsis = true;
                 i += 3;
                 continue;
             }
-            let id = letter_id(bytes[i]).ok_or_else(|| {
-                kernel_err(format!("invalid character in Einsum term '{text}'"))
-            })?;
+            let id = letter_id(bytes[i])
+                .ok_or_else(|| kernel_err(format!("invalid character in Einsum term '{text}'")))?;
             if term.ellipsis {
                 term.after.push(id);
             } else {
@@ -95,7 +96,10 @@ impl Equation {
             Some((l, r)) => (l.to_string(), Some(r.to_string())),
             None => (text.clone(), None),
         };
-        let inputs = lhs.split(',').map(Term::parse).collect::<Result<Vec<_>, _>>()?;
+        let inputs = lhs
+            .split(',')
+            .map(Term::parse)
+            .collect::<Result<Vec<_>, _>>()?;
         let output = rhs.as_deref().map(Term::parse).transpose()?;
         Ok(Equation { inputs, output })
     }
@@ -167,7 +171,10 @@ impl EinsumKernel {
         let mut ellipsis_rank = 0;
         let mut own_ranks = Vec::with_capacity(shapes.len());
         for (term, shape) in eq.inputs.iter().zip(shapes) {
-            let own = shape.len().checked_sub(term.letters()).filter(|&r| term.ellipsis || r == 0);
+            let own = shape
+                .len()
+                .checked_sub(term.letters())
+                .filter(|&r| term.ellipsis || r == 0);
             let own = own.ok_or_else(|| {
                 kernel_err(format!(
                     "Einsum term has {} labels but its input has rank {}",
@@ -217,7 +224,9 @@ impl EinsumKernel {
                 let ls = t.labels(ellipsis_rank, if t.ellipsis { ellipsis_rank } else { 0 });
                 for &l in &ls {
                     if l < ELLIPSIS_BASE && seen[l] == 0 {
-                        return Err(kernel_err("Einsum output label does not appear in any input"));
+                        return Err(kernel_err(
+                            "Einsum output label does not appear in any input",
+                        ));
                     }
                 }
                 let mut uniq = ls.clone();
@@ -232,7 +241,8 @@ impl EinsumKernel {
                 // Implicit output: ellipsis dimensions, then letters used once, alphabetically
                 // (numpy orders upper-case before lower-case).
                 let mut ls: Vec<usize> = (ELLIPSIS_BASE..n_labels).collect();
-                let mut letters: Vec<usize> = (0..ELLIPSIS_BASE).filter(|&l| seen[l] == 1).collect();
+                let mut letters: Vec<usize> =
+                    (0..ELLIPSIS_BASE).filter(|&l| seen[l] == 1).collect();
                 letters.sort_by_key(|&l| if l >= 26 { l - 26 } else { l + 26 });
                 ls.extend(letters);
                 ls
@@ -365,7 +375,10 @@ mod tests {
         let y = run("ji", &[a.clone()]);
         assert_eq!(y.shape(), &[3, 2]);
         let sq = Tensor::from_vec(vec![2, 2], vec![1i64, 2, 3, 4]).unwrap();
-        assert_eq!(run("ii->", &[sq.clone()]).into_vec::<i64>().unwrap(), vec![5]);
+        assert_eq!(
+            run("ii->", &[sq.clone()]).into_vec::<i64>().unwrap(),
+            vec![5]
+        );
         assert_eq!(run("ii->i", &[sq]).into_vec::<i64>().unwrap(), vec![1, 4]);
         let y = run("...ij->...ji", &[a]);
         assert_eq!(y.shape(), &[3, 2]);

@@ -46,10 +46,20 @@ impl MatMulShape {
     /// added dimension removed from the result; batch dimensions broadcast).
     pub fn new(a: &[usize], b: &[usize]) -> Result<MatMulShape, RuntimeError> {
         if a.is_empty() || b.is_empty() {
-            return Err(kernel_err("MatMul operands must have at least one dimension"));
+            return Err(kernel_err(
+                "MatMul operands must have at least one dimension",
+            ));
         }
-        let a_mat: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
-        let b_mat: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+        let a_mat: Vec<usize> = if a.len() == 1 {
+            vec![1, a[0]]
+        } else {
+            a.to_vec()
+        };
+        let b_mat: Vec<usize> = if b.len() == 1 {
+            vec![b[0], 1]
+        } else {
+            b.to_vec()
+        };
         let (ra, rb) = (a_mat.len(), b_mat.len());
         let (m, k) = (a_mat[ra - 2], a_mat[ra - 1]);
         let (kb, n) = (b_mat[rb - 2], b_mat[rb - 1]);
@@ -101,8 +111,9 @@ impl MatMulShape {
 
 /// One product `out[m x n] = a[m x k] * b[k x n]` on row-major slices, using at most
 /// `threads` threads.
-type MatProduct<'f, T> =
-    dyn Fn(usize, usize, usize, &[T], &[T], &mut [T], usize) -> Result<(), RuntimeError> + Sync + 'f;
+type MatProduct<'f, T> = dyn Fn(usize, usize, usize, &[T], &[T], &mut [T], usize) -> Result<(), RuntimeError>
+    + Sync
+    + 'f;
 
 /// Runs `mm` on every matrix of a batched matmul and returns the result's elements.
 pub(super) fn run_batched<T: Copy + Default + Send + Sync>(
@@ -189,7 +200,9 @@ pub(super) fn mm_i64(
     _threads: usize,
 ) -> Result<(), RuntimeError> {
     if a.len() < m * k || b.len() < k * n || out.len() < m * n {
-        return Err(kernel_err("internal error: integer product buffers too small"));
+        return Err(kernel_err(
+            "internal error: integer product buffers too small",
+        ));
     }
     for (row, a_row) in out.chunks_mut(n.max(1)).zip(a.chunks(k.max(1))).take(m) {
         row.iter_mut().for_each(|v| *v = 0);
@@ -203,7 +216,11 @@ pub(super) fn mm_i64(
 }
 
 /// Narrows an i64 result to `dtype` with wrapping (C cast) semantics.
-fn i64_tensor_as(shape: Vec<usize>, values: Vec<i64>, dtype: DType) -> Result<Tensor, RuntimeError> {
+fn i64_tensor_as(
+    shape: Vec<usize>,
+    values: Vec<i64>,
+    dtype: DType,
+) -> Result<Tensor, RuntimeError> {
     Ok(Tensor::from_vec(shape, values)?.cast(dtype)?)
 }
 
@@ -220,11 +237,21 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, RuntimeError> {
     let shape = s.out_shape.clone();
     match a.dtype() {
         DType::F32 => {
-            let out = run_batched(a.as_slice::<f32>()?, b.as_slice::<f32>()?, &s, &mm_float::<f32>)?;
+            let out = run_batched(
+                a.as_slice::<f32>()?,
+                b.as_slice::<f32>()?,
+                &s,
+                &mm_float::<f32>,
+            )?;
             Ok(Tensor::from_vec(shape, out)?)
         }
         DType::F64 => {
-            let out = run_batched(a.as_slice::<f64>()?, b.as_slice::<f64>()?, &s, &mm_float::<f64>)?;
+            let out = run_batched(
+                a.as_slice::<f64>()?,
+                b.as_slice::<f64>()?,
+                &s,
+                &mm_float::<f64>,
+            )?;
             Ok(Tensor::from_vec(shape, out)?)
         }
         DType::F16 | DType::BF16 => {
@@ -269,13 +296,22 @@ fn build_gemm(node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, Runti
 }
 
 /// `C` broadcast (unidirectionally) to `m x n`, row-major.
-fn broadcast_c<T: Copy>(c: &Tensor, values: &[T], m: usize, n: usize) -> Result<Vec<T>, RuntimeError> {
+fn broadcast_c<T: Copy>(
+    c: &Tensor,
+    values: &[T],
+    m: usize,
+    n: usize,
+) -> Result<Vec<T>, RuntimeError> {
     let shape = c.shape();
     let (cm, cn) = match *shape {
         [] => (1, 1),
         [cn] => (1, cn),
         [cm, cn] => (cm, cn),
-        _ => return Err(kernel_err(format!("Gemm C has shape {shape:?}, expected rank <= 2"))),
+        _ => {
+            return Err(kernel_err(format!(
+                "Gemm C has shape {shape:?}, expected rank <= 2"
+            )))
+        }
     };
     if (cm != 1 && cm != m) || (cn != 1 && cn != n) || values.len() != cm * cn {
         return Err(kernel_err(format!(
@@ -327,19 +363,28 @@ impl GemmKernel {
         let (mut y, accumulate) = match c {
             Some(c) => {
                 let mut y = broadcast_c(c, c.as_slice::<T>()?, m, n)?;
-                y.iter_mut().for_each(|v| *v = T::mul_add(beta, *v, T::ZERO));
+                y.iter_mut()
+                    .for_each(|v| *v = T::mul_add(beta, *v, T::ZERO));
                 (y, true)
             }
             None => (vec![T::ZERO; m * n], false),
         };
         // Element (i, p) of op(A): transposed A is stored [k, m].
         let a_view = if self.trans_a {
-            Mat { data: av, rs: 1, cs: m }
+            Mat {
+                data: av,
+                rs: 1,
+                cs: m,
+            }
         } else {
             Mat::row_major(av, k)
         };
         let b_view = if self.trans_b {
-            Mat { data: bv, rs: 1, cs: k }
+            Mat {
+                data: bv,
+                rs: 1,
+                cs: k,
+            }
         } else {
             Mat::row_major(bv, n)
         };
@@ -365,8 +410,20 @@ impl GemmKernel {
         let (alpha, beta) = (self.alpha as i64, self.beta as i64);
         let (m, k, n) = self.dims(a, b)?;
         let (av, bv) = (a.to_i64_vec()?, b.to_i64_vec()?);
-        let a_at = |i: usize, p: usize| if self.trans_a { av[p * m + i] } else { av[i * k + p] };
-        let b_at = |p: usize, j: usize| if self.trans_b { bv[j * k + p] } else { bv[p * n + j] };
+        let a_at = |i: usize, p: usize| {
+            if self.trans_a {
+                av[p * m + i]
+            } else {
+                av[i * k + p]
+            }
+        };
+        let b_at = |p: usize, j: usize| {
+            if self.trans_b {
+                bv[j * k + p]
+            } else {
+                bv[p * n + j]
+            }
+        };
         let cv = match c {
             Some(c) => Some(broadcast_c(c, &c.to_i64_vec()?, m, n)?),
             None => None,
@@ -391,7 +448,11 @@ impl GemmKernel {
 
 impl Kernel for GemmKernel {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, RuntimeError> {
-        let (a, b, c) = (input(inputs, 0)?, input(inputs, 1)?, optional_input(inputs, 2));
+        let (a, b, c) = (
+            input(inputs, 0)?,
+            input(inputs, 1)?,
+            optional_input(inputs, 2),
+        );
         let dtype = a.dtype();
         if b.dtype() != dtype || c.is_some_and(|c| c.dtype() != dtype) {
             return Err(kernel_err("Gemm inputs have different types"));
@@ -414,7 +475,10 @@ impl Kernel for GemmKernel {
 /// MatMulInteger: `(A - a_zero_point) * (B - b_zero_point)` in i32.
 struct MatMulIntegerKernel;
 
-fn build_matmul_integer(_node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+fn build_matmul_integer(
+    _node: &Node,
+    _ctx: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     Ok(Box::new(MatMulIntegerKernel))
 }
 

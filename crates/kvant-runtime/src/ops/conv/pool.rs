@@ -231,7 +231,10 @@ fn build_max_pool(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, Ru
     if ctx.opset < 10 && attrs.ceil_mode {
         return Err(kernel_err("ceil_mode needs opset 10"));
     }
-    let storage_order = node.attr_int("storage_order").map_err(attr_err)?.unwrap_or(0);
+    let storage_order = node
+        .attr_int("storage_order")
+        .map_err(attr_err)?
+        .unwrap_or(0);
     Ok(Box::new(PoolKernel {
         attrs,
         kind: PoolKind::Max,
@@ -241,7 +244,11 @@ fn build_max_pool(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, Ru
 }
 
 fn build_average_pool(node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
-    let count_include_pad = node.attr_int("count_include_pad").map_err(attr_err)?.unwrap_or(0) != 0;
+    let count_include_pad = node
+        .attr_int("count_include_pad")
+        .map_err(attr_err)?
+        .unwrap_or(0)
+        != 0;
     Ok(Box::new(PoolKernel {
         attrs: WindowAttrs::parse(node)?,
         kind: PoolKind::Average { count_include_pad },
@@ -310,7 +317,8 @@ fn mean_f32(x: &[f32]) -> f32 {
             *a += v;
         }
     }
-    let sum: f64 = acc.iter().map(|&v| v as f64).sum::<f64>() + rest.iter().map(|&v| v as f64).sum::<f64>();
+    let sum: f64 =
+        acc.iter().map(|&v| v as f64).sum::<f64>() + rest.iter().map(|&v| v as f64).sum::<f64>();
     (sum / x.len() as f64) as f32
 }
 
@@ -328,7 +336,9 @@ impl Kernel for GlobalPoolKernel {
         let mut out_shape = shape[..2].to_vec();
         out_shape.extend(std::iter::repeat_n(1, shape.len() - 2));
         let dtype = x.dtype();
-        if !(dtype.is_float() || (self.kind == PoolKind::Max && matches!(dtype, DType::U8 | DType::I8))) {
+        if !(dtype.is_float()
+            || (self.kind == PoolKind::Max && matches!(dtype, DType::U8 | DType::I8)))
+        {
             return Err(unsupported(format!("global pooling of {dtype}")));
         }
         if plane == 0 {
@@ -352,10 +362,15 @@ impl Kernel for GlobalPoolKernel {
 }
 
 fn build_global_max(_node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
-    Ok(Box::new(GlobalPoolKernel { kind: PoolKind::Max }))
+    Ok(Box::new(GlobalPoolKernel {
+        kind: PoolKind::Max,
+    }))
 }
 
-fn build_global_average(_node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
+fn build_global_average(
+    _node: &Node,
+    _ctx: &BuildContext,
+) -> Result<Box<dyn Kernel>, RuntimeError> {
     Ok(Box::new(GlobalPoolKernel {
         kind: PoolKind::Average {
             count_include_pad: false,
@@ -397,15 +412,19 @@ impl Kernel for MaxUnpoolKernel {
         let strides = self.attrs.strides.clone().unwrap_or_else(|| vec![1; rank]);
         let pads = self.attrs.pads.clone().unwrap_or_else(|| vec![0; 2 * rank]);
         if kernel.len() != rank || strides.len() != rank || pads.len() != 2 * rank {
-            return Err(kernel_err("MaxUnpool attributes do not match the input rank"));
+            return Err(kernel_err(
+                "MaxUnpool attributes do not match the input rank",
+            ));
         }
         // The shape MaxPool's input had; indices address it.
         let mut inferred = shape[..2].to_vec();
         for i in 0..rank {
             let full = (shape[2 + i].max(1) - 1) * strides[i] + kernel[i];
-            inferred.push(full.checked_sub(pads[i] + pads[rank + i]).ok_or_else(|| {
-                kernel_err("MaxUnpool pads are larger than the unpooled size")
-            })?);
+            inferred.push(
+                full.checked_sub(pads[i] + pads[rank + i]).ok_or_else(|| {
+                    kernel_err("MaxUnpool pads are larger than the unpooled size")
+                })?,
+            );
         }
         let out_shape = match optional_input(inputs, 2) {
             Some(s) => {
@@ -479,10 +498,17 @@ fn build_roi_align(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, R
             v => Err(kernel_err(format!("{name} must not be negative, got {v}"))),
         }
     };
-    let mode = node.attr_string("mode").map_err(attr_err)?.unwrap_or_else(|| "avg".into());
+    let mode = node
+        .attr_string("mode")
+        .map_err(attr_err)?
+        .unwrap_or_else(|| "avg".into());
     // Opset 16 added coordinate_transformation_mode, defaulting to half_pixel; before, the
     // behaviour was output_half_pixel.
-    let default_ctm = if ctx.opset >= 16 { "half_pixel" } else { "output_half_pixel" };
+    let default_ctm = if ctx.opset >= 16 {
+        "half_pixel"
+    } else {
+        "output_half_pixel"
+    };
     let ctm = node
         .attr_string("coordinate_transformation_mode")
         .map_err(attr_err)?
@@ -496,7 +522,10 @@ fn build_roi_align(node: &Node, ctx: &BuildContext) -> Result<Box<dyn Kernel>, R
         output_height: positive("output_height", 1)?,
         output_width: positive("output_width", 1)?,
         sampling_ratio: positive("sampling_ratio", 0)?,
-        spatial_scale: node.attr_float("spatial_scale").map_err(attr_err)?.unwrap_or(1.0),
+        spatial_scale: node
+            .attr_float("spatial_scale")
+            .map_err(attr_err)?
+            .unwrap_or(1.0),
         half_pixel: match ctm.as_str() {
             "half_pixel" => true,
             "output_half_pixel" => false,
@@ -532,7 +561,8 @@ impl RoiAlignKernel {
         for by in 0..ph {
             for bx in 0..pw {
                 for gy in 0..grid.0 {
-                    let yy = start.0 + by as f32 * bin.0 + (gy as f32 + 0.5) * bin.0 / grid.0 as f32;
+                    let yy =
+                        start.0 + by as f32 * bin.0 + (gy as f32 + 0.5) * bin.0 / grid.0 as f32;
                     for gx in 0..grid.1 {
                         let xx =
                             start.1 + bx as f32 * bin.1 + (gx as f32 + 0.5) * bin.1 / grid.1 as f32;
@@ -588,7 +618,10 @@ impl Kernel for RoiAlignKernel {
             return Err(unsupported(format!("RoiAlign of {dtype}")));
         }
         let &[n, c, h, w] = x.shape() else {
-            return Err(kernel_err(format!("RoiAlign X must be 4-D, got {:?}", x.shape())));
+            return Err(kernel_err(format!(
+                "RoiAlign X must be 4-D, got {:?}",
+                x.shape()
+            )));
         };
         let r = batch.len();
         if rois.shape() != [r, 4] || batch.rank() != 1 {
@@ -625,7 +658,10 @@ impl Kernel for RoiAlignKernel {
                 let grid = if self.sampling_ratio > 0 {
                     (self.sampling_ratio, self.sampling_ratio)
                 } else {
-                    (bin_h.ceil().max(0.0) as usize, bin_w.ceil().max(0.0) as usize)
+                    (
+                        bin_h.ceil().max(0.0) as usize,
+                        bin_w.ceil().max(0.0) as usize,
+                    )
                 };
                 let count = (grid.0 * grid.1).max(1) as f32;
                 let samples = self.samples(h, w, (y0, x0), (bin_h, bin_w), grid);
@@ -667,11 +703,18 @@ struct MaxRoiPoolKernel {
 fn build_max_roi_pool(node: &Node, _ctx: &BuildContext) -> Result<Box<dyn Kernel>, RuntimeError> {
     let pooled = match node.attr_ints("pooled_shape").map_err(attr_err)? {
         Some(&[h, w]) if h > 0 && w > 0 => (h as usize, w as usize),
-        _ => return Err(kernel_err("MaxRoiPool needs pooled_shape [h, w] with positive values")),
+        _ => {
+            return Err(kernel_err(
+                "MaxRoiPool needs pooled_shape [h, w] with positive values",
+            ))
+        }
     };
     Ok(Box::new(MaxRoiPoolKernel {
         pooled,
-        spatial_scale: node.attr_float("spatial_scale").map_err(attr_err)?.unwrap_or(1.0),
+        spatial_scale: node
+            .attr_float("spatial_scale")
+            .map_err(attr_err)?
+            .unwrap_or(1.0),
     }))
 }
 
@@ -683,10 +726,16 @@ impl Kernel for MaxRoiPoolKernel {
             return Err(unsupported(format!("MaxRoiPool of {dtype}")));
         }
         let &[n, c, h, w] = x.shape() else {
-            return Err(kernel_err(format!("MaxRoiPool X must be 4-D, got {:?}", x.shape())));
+            return Err(kernel_err(format!(
+                "MaxRoiPool X must be 4-D, got {:?}",
+                x.shape()
+            )));
         };
         let &[r, 5] = rois.shape() else {
-            return Err(kernel_err(format!("MaxRoiPool rois must be [num_rois, 5], got {:?}", rois.shape())));
+            return Err(kernel_err(format!(
+                "MaxRoiPool rois must be [num_rois, 5], got {:?}",
+                rois.shape()
+            )));
         };
         let xs = x.to_f32_vec()?;
         let boxes = rois.to_f32_vec()?;
@@ -697,7 +746,9 @@ impl Kernel for MaxRoiPoolKernel {
             let bx = &boxes[i * 5..i * 5 + 5];
             let b = bx[0] as i64;
             if b < 0 || b as usize >= n {
-                return Err(kernel_err(format!("MaxRoiPool batch index {b} out of range")));
+                return Err(kernel_err(format!(
+                    "MaxRoiPool batch index {b} out of range"
+                )));
             }
             let (x0, y0) = ((bx[1] * s).round() as i64, (bx[2] * s).round() as i64);
             let (x1, y1) = ((bx[3] * s).round() as i64, (bx[4] * s).round() as i64);
@@ -713,7 +764,11 @@ impl Kernel for MaxRoiPoolKernel {
                     for px in 0..pw {
                         let ws = clamp((px as f32 * bin_w).floor() as i64 + x0, w);
                         let we = clamp(((px + 1) as f32 * bin_w).ceil() as i64 + x0, w);
-                        let mut m = if he <= hs || we <= ws { 0.0 } else { f32::NEG_INFINITY };
+                        let mut m = if he <= hs || we <= ws {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        };
                         for yy in hs..he {
                             for &v in &plane[yy * w + ws..yy * w + we] {
                                 m = m.max(v);
