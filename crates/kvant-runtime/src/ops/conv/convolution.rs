@@ -837,9 +837,9 @@ fn col2im_plane<T: GemmElem>(col: &[T], win: &Window, plane: &mut [T]) {
                 let iy = ((y * sh) as isize + offh) as usize;
                 let src = &row[(z * oh + y) * ow..][..ow];
                 let dst = &mut plane[(iz * ih + iy) * iw..][..iw];
-                for xo in lo..hi {
+                for (xo, &v) in src.iter().enumerate().take(hi).skip(lo) {
                     let ix = ((xo * sw) as isize + offw) as usize;
-                    dst[ix] = T::mul_add(T::ONE, src[xo], dst[ix]);
+                    dst[ix] = T::mul_add(T::ONE, v, dst[ix]);
                 }
             }
         }

@@ -372,11 +372,13 @@ mod tests {
         let y = run("ij,jk", &[a.clone(), b]);
         assert_eq!(y.shape(), &[2, 2]);
         // Transpose through the implicit alphabetical order.
-        let y = run("ji", &[a.clone()]);
+        let y = run("ji", std::slice::from_ref(&a));
         assert_eq!(y.shape(), &[3, 2]);
         let sq = Tensor::from_vec(vec![2, 2], vec![1i64, 2, 3, 4]).unwrap();
         assert_eq!(
-            run("ii->", &[sq.clone()]).into_vec::<i64>().unwrap(),
+            run("ii->", std::slice::from_ref(&sq))
+                .into_vec::<i64>()
+                .unwrap(),
             vec![5]
         );
         assert_eq!(run("ii->i", &[sq]).into_vec::<i64>().unwrap(), vec![1, 4]);
