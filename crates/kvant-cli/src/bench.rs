@@ -129,7 +129,11 @@ fn profile_steps(
             *per_node.entry(s.node).or_default() += s.seconds;
         }
     }
-    let total: f64 = per_op.values().map(|v| v.0).sum::<f64>().max(f64::MIN_POSITIVE);
+    let total: f64 = per_op
+        .values()
+        .map(|v| v.0)
+        .sum::<f64>()
+        .max(f64::MIN_POSITIVE);
     let mut ops: Vec<_> = per_op.into_iter().collect();
     ops.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
     let mut out = String::from("profile: time per operator type (mean per run)\n");
@@ -145,7 +149,10 @@ fn profile_steps(
     nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
     out.push_str("slowest nodes\n");
     for (node, secs) in nodes.iter().take(15) {
-        out.push_str(&format!("  {:>9.3} ms  {node}\n", secs * 1e3 / iters as f64));
+        out.push_str(&format!(
+            "  {:>9.3} ms  {node}\n",
+            secs * 1e3 / iters as f64
+        ));
     }
     Ok(out)
 }

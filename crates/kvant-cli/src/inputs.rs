@@ -29,7 +29,11 @@ pub fn parse_dims(dims: &[String]) -> Result<HashMap<String, usize>, CliError> {
 /// Makes an input of the declared type and shape: symbolic or unknown dimensions take their
 /// `--dim` value, else 1 for the first (batch) axis and 224 for the others; floats are
 /// deterministic pseudo-random values in [-1, 1), integers 0.
-pub fn generate(info: &ValueInfo, dims: &HashMap<String, usize>, seed: u64) -> Result<Tensor, CliError> {
+pub fn generate(
+    info: &ValueInfo,
+    dims: &HashMap<String, usize>,
+    seed: u64,
+) -> Result<Tensor, CliError> {
     let declared = info.shape().ok_or_else(|| {
         CliError::Usage(format!(
             "input '{}' has no declared shape; give inputs with --input",
@@ -48,7 +52,9 @@ pub fn generate(info: &ValueInfo, dims: &HashMap<String, usize>, seed: u64) -> R
         .collect();
     let dtype = info.dtype().unwrap_or(DType::F32);
     let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let values: Vec<f32> = (0..n)
         .map(|_| {
             // A 64-bit LCG is plenty for benchmark inputs and keeps runs reproducible.

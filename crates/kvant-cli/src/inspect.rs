@@ -30,11 +30,17 @@ fn parameters(graph: &Graph, count: &mut usize, bytes: &mut usize) {
 }
 
 fn describe_value(v: &ValueInfo) -> (String, String) {
-    let dtype = v
-        .dtype()
-        .map(|d| d.to_string())
-        .unwrap_or_else(|| if v.is_tensor() { "?".into() } else { "non-tensor".into() });
-    let shape = v.shape().map(|s| format_dims(&s)).unwrap_or_else(|| "?".into());
+    let dtype = v.dtype().map(|d| d.to_string()).unwrap_or_else(|| {
+        if v.is_tensor() {
+            "?".into()
+        } else {
+            "non-tensor".into()
+        }
+    });
+    let shape = v
+        .shape()
+        .map(|s| format_dims(&s))
+        .unwrap_or_else(|| "?".into());
     (dtype, shape)
 }
 
@@ -113,11 +119,19 @@ pub fn inspect(path: &Path, nodes: bool, as_json: bool) -> Result<(), CliError> 
         .opset_import
         .iter()
         .map(|o| {
-            let d = if o.domain.is_empty() { "ai.onnx" } else { &o.domain };
+            let d = if o.domain.is_empty() {
+                "ai.onnx"
+            } else {
+                &o.domain
+            };
             format!("{d} {}", o.version)
         })
         .collect();
-    println!("ir version {}; opsets {}", model.ir_version, opsets.join(", "));
+    println!(
+        "ir version {}; opsets {}",
+        model.ir_version,
+        opsets.join(", ")
+    );
     println!("inputs");
     for (n, d, s) in &inputs {
         println!("  {n:<30} {d:<6} {s}");

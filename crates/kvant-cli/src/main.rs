@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kvant", version, about = "Quantize, run and measure ONNX models")]
+#[command(
+    name = "kvant",
+    version,
+    about = "Quantize, run and measure ONNX models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

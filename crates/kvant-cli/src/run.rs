@@ -8,7 +8,12 @@ use kvant_tensor::npy::write_npz;
 use std::path::Path;
 
 /// Runs a model once and prints (and optionally saves) its outputs.
-pub fn run(model_path: &Path, input: &Path, output: Option<&Path>, threads: usize) -> Result<(), CliError> {
+pub fn run(
+    model_path: &Path,
+    input: &Path,
+    output: Option<&Path>,
+    threads: usize,
+) -> Result<(), CliError> {
     let model = load_model(model_path)?;
     let feeds = read_feeds(input)?;
     let session = Session::with_options(&model, &SessionOptions::with_threads(threads))?;
@@ -23,7 +28,11 @@ pub fn run(model_path: &Path, input: &Path, output: Option<&Path>, threads: usiz
             }
             _ => String::new(),
         };
-        println!("{name:<30} {:<5} {:?} {stats}", t.dtype().to_string(), t.shape());
+        println!(
+            "{name:<30} {:<5} {:?} {stats}",
+            t.dtype().to_string(),
+            t.shape()
+        );
     }
     if let Some(path) = output {
         write_npz(path, &outputs)?;

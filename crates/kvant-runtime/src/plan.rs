@@ -157,8 +157,7 @@ impl Plan {
             inputs.push((info.clone(), id));
         }
         for init in &graph.initializers {
-            table.add(&init.name,
-                Source::Constant(constants[&init.name].clone()));
+            table.add(&init.name, Source::Constant(constants[&init.name].clone()));
         }
         let mut outer = Vec::new();
         for name in free_variables(graph) {
@@ -226,19 +225,22 @@ impl Plan {
             let kernel = builder(node, &ctx).map_err(|e| e.at_node(&described))?;
 
             // Fold nodes whose inputs are all constants: run them once, now.
-            let all_constant = input_ids.iter().flatten().all(|&id| {
-                matches!(table.sources[id], Source::Constant(_))
-            });
+            let all_constant = input_ids
+                .iter()
+                .flatten()
+                .all(|&id| matches!(table.sources[id], Source::Constant(_)));
             let foldable = all_constant
                 && node.subgraphs().is_empty()
                 && !NONDETERMINISTIC.contains(&node.op_type.as_str());
             if foldable {
                 let args: Vec<Option<&Tensor>> = input_ids
                     .iter()
-                    .map(|id| id.map(|id| match &table.sources[id] {
-                        Source::Constant(t) => t.as_ref(),
-                        _ => unreachable!("checked above that every input is constant"),
-                    }))
+                    .map(|id| {
+                        id.map(|id| match &table.sources[id] {
+                            Source::Constant(t) => t.as_ref(),
+                            _ => unreachable!("checked above that every input is constant"),
+                        })
+                    })
                     .collect();
                 let results = kernel.run(&args).map_err(|e| e.at_node(&described))?;
                 check_output_count(node, &results).map_err(|e| e.at_node(&described))?;
@@ -433,7 +435,11 @@ impl Plan {
                 }
                 results
             };
-            let required = step.outputs.iter().rposition(Option::is_some).map_or(0, |p| p + 1);
+            let required = step
+                .outputs
+                .iter()
+                .rposition(Option::is_some)
+                .map_or(0, |p| p + 1);
             if results.len() < required {
                 return Err(RuntimeError::Node {
                     node: step.node.clone(),

@@ -99,10 +99,7 @@ impl Session {
     }
 
     /// Runs the model and returns, besides the outputs, the time each step took.
-    pub fn run_profiled(
-        &self,
-        feeds: &[(String, Tensor)],
-    ) -> Result<ProfiledRun, RuntimeError> {
+    pub fn run_profiled(&self, feeds: &[(String, Tensor)]) -> Result<ProfiledRun, RuntimeError> {
         let ordered = self.order_feeds(feeds)?;
         let mut profile = Vec::new();
         let outputs = self
@@ -133,13 +130,19 @@ impl Session {
     }
 
     /// Matches feeds to the declared inputs and checks their types and shapes.
-    fn order_feeds<'a>(&self, feeds: &'a [(String, Tensor)]) -> Result<Vec<&'a Tensor>, RuntimeError> {
+    fn order_feeds<'a>(
+        &self,
+        feeds: &'a [(String, Tensor)],
+    ) -> Result<Vec<&'a Tensor>, RuntimeError> {
         let expected: Vec<&str> = self.plan.inputs().map(|i| i.name.as_str()).collect();
         for (name, _) in feeds {
             if !expected.contains(&name.as_str()) {
                 return Err(RuntimeError::Input {
                     name: name.clone(),
-                    reason: format!("the model has no such input (inputs: {})", expected.join(", ")),
+                    reason: format!(
+                        "the model has no such input (inputs: {})",
+                        expected.join(", ")
+                    ),
                 });
             }
         }

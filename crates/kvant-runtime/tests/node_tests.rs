@@ -68,7 +68,9 @@ fn compare(name: &str, expected: &Tensor, got: &Tensor, tol: Tolerance) -> Resul
             g.as_slice::<f64>().map_err(|e| e.to_string())?,
         );
         for (i, (&a, &b)) in e.iter().zip(g).enumerate() {
-            let same = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= tol.atol + tol.rtol * a.abs();
+            let same = (a.is_nan() && b.is_nan())
+                || a == b
+                || (a - b).abs() <= tol.atol + tol.rtol * a.abs();
             if !same {
                 return Err(format!("output '{name}'[{i}]: got {b}, expected {a}"));
             }
@@ -129,7 +131,12 @@ fn run_case(dir: &Path, tol: Tolerance, random: bool) -> Outcome {
     let input_names: Vec<String> = session.plan().inputs().map(|i| i.name.clone()).collect();
     let output_names: Vec<String> = session.plan().output_names().map(String::from).collect();
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     sets.sort();
     for set in sets {
@@ -181,7 +188,9 @@ fn onnx_node_tests() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if filter.is_empty() { MIN_PASS } else { 0 });
-    let cases = manifest["cases"].as_array().expect("manifest has a case list");
+    let cases = manifest["cases"]
+        .as_array()
+        .expect("manifest has a case list");
 
     // op -> (pass, fail, unsupported)
     let mut per_op: BTreeMap<String, [usize; 3]> = BTreeMap::new();
@@ -222,7 +231,9 @@ fn onnx_node_tests() {
             Outcome::Unsupported(_) => 2,
         };
         for op in case["ops"].as_array().into_iter().flatten() {
-            per_op.entry(op.as_str().unwrap_or("?").to_string()).or_default()[slot] += 1;
+            per_op
+                .entry(op.as_str().unwrap_or("?").to_string())
+                .or_default()[slot] += 1;
         }
         match outcome {
             Outcome::Pass => pass += 1,
@@ -257,6 +268,13 @@ fn onnx_node_tests() {
         unsupported.len(),
         report_path.display()
     );
-    assert!(failures.is_empty(), "{} node test cases failed", failures.len());
-    assert!(pass >= min_pass, "only {pass} node test cases passed, expected at least {min_pass}");
+    assert!(
+        failures.is_empty(),
+        "{} node test cases failed",
+        failures.len()
+    );
+    assert!(
+        pass >= min_pass,
+        "only {pass} node test cases passed, expected at least {min_pass}"
+    );
 }

@@ -37,10 +37,7 @@ fn check_output(name: &str, expected: &Tensor, got: &Tensor) -> Result<String, S
         g.as_slice::<f64>().map_err(|e| e.to_string())?,
     );
     let max_ref = e.iter().fold(0f64, |m, v| m.max(v.abs()));
-    let max_err = e
-        .iter()
-        .zip(g)
-        .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    let max_err = e.iter().zip(g).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
     let dot: f64 = e.iter().zip(g).map(|(a, b)| a * b).sum();
     let (ne, ng) = (
         e.iter().map(|a| a * a).sum::<f64>().sqrt(),
@@ -101,13 +98,14 @@ fn outputs_match_onnx_runtime() {
                 model_path.file_name().unwrap_or_default().to_string_lossy(),
                 if threads == 1 { "" } else { "s" }
             );
-            let session = match Session::with_options(&model, &SessionOptions::with_threads(threads)) {
-                Ok(s) => s,
-                Err(e) => {
-                    failures.push(format!("{label}: {e}"));
-                    break;
-                }
-            };
+            let session =
+                match Session::with_options(&model, &SessionOptions::with_threads(threads)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        failures.push(format!("{label}: {e}"));
+                        break;
+                    }
+                };
             let outputs = match session.run(&feeds) {
                 Ok(o) => o,
                 Err(e) => {
@@ -129,5 +127,9 @@ fn outputs_match_onnx_runtime() {
     for f in &failures {
         println!("FAIL {f}");
     }
-    assert!(failures.is_empty(), "{} model outputs differ from ONNX Runtime", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} model outputs differ from ONNX Runtime",
+        failures.len()
+    );
 }

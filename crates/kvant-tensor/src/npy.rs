@@ -106,8 +106,8 @@ pub fn parse_npy(bytes: &[u8], path: &str) -> Result<Tensor, TensorError> {
     if header_value(header, "fortran_order") == Some("True") {
         return Err(format_err(path, "Fortran-order arrays are not supported"));
     }
-    let shape_text = header_value(header, "shape")
-        .ok_or_else(|| format_err(path, "header has no 'shape'"))?;
+    let shape_text =
+        header_value(header, "shape").ok_or_else(|| format_err(path, "header has no 'shape'"))?;
     let shape = shape_text
         .trim_matches(|c| c == '(' || c == ')')
         .split(',')
@@ -127,7 +127,10 @@ pub fn parse_npy(bytes: &[u8], path: &str) -> Result<Tensor, TensorError> {
     if payload.len() < need {
         return Err(format_err(
             path,
-            format!("data is truncated: {} bytes for {n} elements of {dtype}", payload.len()),
+            format!(
+                "data is truncated: {} bytes for {n} elements of {dtype}",
+                payload.len()
+            ),
         ));
     }
     let data = decode_le(dtype, &payload[..need]);
@@ -215,7 +218,10 @@ pub fn to_npy_bytes(tensor: &Tensor) -> Result<Vec<u8>, TensorError> {
         [d] => format!("({d},)"),
         dims => format!(
             "({})",
-            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
@@ -357,7 +363,10 @@ mod tests {
         ];
         for t in tensors {
             let bytes = to_npy_bytes(&t).unwrap();
-            assert_eq!((10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize) % 64, 0);
+            assert_eq!(
+                (10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize) % 64,
+                0
+            );
             assert_eq!(parse_npy(&bytes, "t").unwrap(), t);
         }
     }
@@ -377,8 +386,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.npz");
         let arrays = vec![
-            ("x".to_string(), Tensor::from_vec(vec![2], vec![1f32, 2.0]).unwrap()),
-            ("ids".to_string(), Tensor::from_vec(vec![1, 2], vec![3i64, 4]).unwrap()),
+            (
+                "x".to_string(),
+                Tensor::from_vec(vec![2], vec![1f32, 2.0]).unwrap(),
+            ),
+            (
+                "ids".to_string(),
+                Tensor::from_vec(vec![1, 2], vec![3i64, 4]).unwrap(),
+            ),
         ];
         write_npz(&path, &arrays).unwrap();
         assert_eq!(read_npz(&path).unwrap(), arrays);

@@ -141,7 +141,9 @@ impl TensorData {
         match self {
             TensorData::String(v) => v.len(),
             TensorData::Packed { bytes, .. } => bytes.len(),
-            other => crate::dispatch_typed!(other.dtype(), T => T::slice(other).map_or(0, |s| s.len()), _ => 0),
+            other => {
+                crate::dispatch_typed!(other.dtype(), T => T::slice(other).map_or(0, |s| s.len()), _ => 0)
+            }
         }
     }
 
@@ -153,7 +155,9 @@ impl TensorData {
                 dtype: d,
                 bytes: vec![0; d.storage_bytes(n)],
             },
-            d => crate::dispatch_typed!(d, T => T::into_data(vec![T::default(); n]), _ => unreachable!("all typed dtypes are handled")),
+            d => {
+                crate::dispatch_typed!(d, T => T::into_data(vec![T::default(); n]), _ => unreachable!("all typed dtypes are handled"))
+            }
         }
     }
 }
@@ -354,7 +358,9 @@ fn convert_slice<S: Scalar, D: Scalar>(src: &[S]) -> Vec<D> {
                 .collect()
         }
     } else if D::DTYPE == DType::Bool {
-        src.iter().map(|&v| D::from_i64((v.to_i64() != 0) as i64)).collect()
+        src.iter()
+            .map(|&v| D::from_i64((v.to_i64() != 0) as i64))
+            .collect()
     } else if S::DTYPE == DType::U64 {
         // u64 above i64::MAX must wrap, not saturate.
         src.iter().map(|&v| D::from_f64(v.to_f64())).collect()
@@ -378,14 +384,23 @@ mod tests {
     #[test]
     fn cast_truncates_and_wraps_like_c() {
         let t = Tensor::from_vec(vec![4], vec![1.9f32, -1.9, 300.0, 0.0]).unwrap();
-        assert_eq!(t.cast(DType::I32).unwrap().into_vec::<i32>().unwrap(), vec![1, -1, 300, 0]);
-        assert_eq!(t.cast(DType::U8).unwrap().into_vec::<u8>().unwrap(), vec![1, 255, 44, 0]);
+        assert_eq!(
+            t.cast(DType::I32).unwrap().into_vec::<i32>().unwrap(),
+            vec![1, -1, 300, 0]
+        );
+        assert_eq!(
+            t.cast(DType::U8).unwrap().into_vec::<u8>().unwrap(),
+            vec![1, 255, 44, 0]
+        );
         assert_eq!(
             t.cast(DType::Bool).unwrap().into_vec::<bool>().unwrap(),
             vec![true, true, true, false]
         );
         let i = Tensor::from_vec(vec![2], vec![-1i64, 70000]).unwrap();
-        assert_eq!(i.cast(DType::I16).unwrap().into_vec::<i16>().unwrap(), vec![-1, 4464]);
+        assert_eq!(
+            i.cast(DType::I16).unwrap().into_vec::<i16>().unwrap(),
+            vec![-1, 4464]
+        );
     }
 
     #[test]
