@@ -85,12 +85,13 @@ fn pool_plane<T: Scalar>(
     let [id, ih, iw] = win.input;
     let [od, oh, ow] = win.output;
     let mut pos = 0;
+    // The column tap ranges are the same for every row: compute them once per plane.
+    let column_taps: Vec<(usize, usize)> = (0..ow).map(|xo| taps(win, 2, xo, 0, 0)).collect();
     for z in 0..od {
         let rz = taps(win, 0, z, 0, 0);
         for y in 0..oh {
             let ry = taps(win, 1, y, 0, 0);
-            for xo in 0..ow {
-                let rx = taps(win, 2, xo, 0, 0);
+            for (xo, &rx) in column_taps.iter().enumerate() {
                 let mut best: Option<(T, usize)> = None;
                 let mut sum = 0f64;
                 let mut count = 0usize;
