@@ -15,8 +15,10 @@ use kvant_tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+pub mod attention;
 pub mod control;
 pub mod conv;
+pub mod detection;
 pub mod elementwise;
 pub mod reduce;
 pub mod rnn;
@@ -103,6 +105,8 @@ pub fn registry() -> &'static Registry {
         conv::register(&mut r);
         rnn::register(&mut r);
         control::register(&mut r);
+        detection::register(&mut r);
+        attention::register(&mut r);
         r
     })
 }
