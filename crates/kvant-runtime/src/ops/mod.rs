@@ -128,7 +128,8 @@ pub fn optional_input<'a>(inputs: &[Option<&'a Tensor>], index: usize) -> Option
 /// Resolves a possibly negative axis against a rank.
 pub fn normalize_axis(axis: i64, rank: usize) -> Result<usize, RuntimeError> {
     let r = rank as i64;
-    if axis < -r || axis >= r.max(1) {
+    // Rank 0 has no axis at all: callers index `shape[axis]`, so refuse it here.
+    if axis < -r || axis >= r {
         return Err(kernel_err(format!(
             "axis {axis} is out of range for rank {rank}"
         )));
