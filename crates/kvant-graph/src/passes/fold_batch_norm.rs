@@ -1,5 +1,8 @@
-use super::{ConstantTable, PassReport};
-use crate::{Initializer, Model, Node};
+use super::{
+    readers, remove_nodes, replace_conv_parameters, sole_reader, ConstantTable, NameAllocator,
+    PassReport,
+};
+use crate::{Model, Node};
 use kvant_tensor::Tensor;
 use std::collections::{HashMap, HashSet};
 
@@ -72,20 +75,7 @@ fn plan_fold(table: &ConstantTable, conv: &Node, bn: &Node) -> Option<(Tensor, T
 /// produces the BatchNormalization's output name, so downstream names are unchanged.
 pub fn fold_batch_norm(model: &mut Model) -> PassReport {
     let graph = &mut model.graph;
-    // How many times each value is read; a read from inside a subgraph counts as two so that
-    // such values are never folded away.
-    let mut readers: HashMap<String, usize> = HashMap::new();
-    for node in &graph.nodes {
-        for input in node.present_inputs() {
-            *readers.entry(input.to_string()).or_default() += 1;
-        }
-        for sub in node.subgraphs() {
-            for name in sub.free_variables() {
-                *readers.entry(name).or_default() += 2;
-            }
-        }
-    }
-    let outputs: HashSet<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
+    let readers = readers(graph);
     let producer: HashMap<&str, usize> = graph
         .nodes
         .iter()
@@ -106,7 +96,7 @@ pub fn fold_batch_norm(model: &mut Model) -> PassReport {
         if conv.op_type != "Conv" || !conv.domain.is_empty() || conv.outputs.len() != 1 {
             continue;
         }
-        if readers.get(x) != Some(&1) || outputs.contains(x.as_str()) {
+        if sole_reader(&readers, graph, x) != Some(bn_index) {
             continue;
         }
         if let Some((weight, bias)) = plan_fold(&table, conv, bn) {
@@ -119,52 +109,33 @@ pub fn fold_batch_norm(model: &mut Model) -> PassReport {
         }
     }
     let mut report = Vec::new();
-    let mut taken: HashSet<String> = graph
-        .initializers
-        .iter()
-        .map(|i| i.name.clone())
-        .chain(graph.nodes.iter().flat_map(|n| n.outputs.iter().cloned()))
-        .collect();
-    let mut unique = |base: String| {
-        let mut name = base.clone();
-        let mut k = 1;
-        while !taken.insert(name.clone()) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        name
-    };
+    let mut names = NameAllocator::new(graph);
     let mut removed = HashSet::new();
     for fold in folds {
         let bn_output = graph.nodes[fold.bn].outputs[0].clone();
-        let bn_name = graph.nodes[fold.bn].describe();
-        let conv = &mut graph.nodes[fold.conv];
-        let w_name = unique(format!("{}_bn_folded_weight", conv.inputs[1]));
-        let b_name = unique(format!("{w_name}_bias"));
-        report.push(format!("folded {bn_name} into {}", conv.describe()));
-        conv.inputs.truncate(1);
-        conv.inputs.push(w_name.clone());
-        conv.inputs.push(b_name.clone());
-        conv.outputs = vec![bn_output];
-        graph
-            .initializers
-            .push(Initializer::new(w_name, fold.weight));
-        graph.initializers.push(Initializer::new(b_name, fold.bias));
+        report.push(format!(
+            "folded {} into {}",
+            graph.nodes[fold.bn].describe(),
+            graph.nodes[fold.conv].describe()
+        ));
+        replace_conv_parameters(
+            graph,
+            fold.conv,
+            fold.weight,
+            fold.bias,
+            bn_output,
+            &mut names,
+        );
         removed.insert(fold.bn);
     }
-    let mut index = 0;
-    graph.nodes.retain(|_| {
-        let keep = !removed.contains(&index);
-        index += 1;
-        keep
-    });
+    remove_nodes(graph, &removed);
     report
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AttrValue, Attribute, Graph, ValueInfo};
+    use crate::{AttrValue, Attribute, Graph, Initializer, ValueInfo};
     use kvant_tensor::DType;
 
     fn t(shape: Vec<usize>, v: Vec<f32>) -> Tensor {

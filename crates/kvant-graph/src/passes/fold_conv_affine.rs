@@ -1,7 +1,10 @@
-use super::{ConstantTable, PassReport};
-use crate::{Initializer, Model, Node};
+use super::{
+    readers, remove_nodes, replace_conv_parameters, sole_reader, ConstantTable, NameAllocator,
+    PassReport,
+};
+use crate::{Model, Node};
 use kvant_tensor::Tensor;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// A per-output-channel factor from a constant: one value for all channels, or one per
 /// channel laid out along axis 1 of an NC... activation (`[C,1,..]` after broadcasting).
@@ -46,24 +49,7 @@ pub fn fold_conv_affine(model: &mut Model) -> PassReport {
 
 fn fold_round(model: &mut Model) -> PassReport {
     let graph = &mut model.graph;
-    let mut readers: HashMap<String, usize> = HashMap::new();
-    for node in &graph.nodes {
-        for input in node.present_inputs() {
-            *readers.entry(input.to_string()).or_default() += 1;
-        }
-        for sub in node.subgraphs() {
-            for name in sub.free_variables() {
-                *readers.entry(name).or_default() += 2;
-            }
-        }
-    }
-    let graph_outputs: HashSet<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
-    let consumer: HashMap<&str, usize> = graph
-        .nodes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.present_inputs().map(move |x| (x, i)))
-        .collect();
+    let readers = readers(graph);
     let table = ConstantTable::new(graph);
     // (conv index, follower index, new weight, new bias)
     let mut folds: Vec<(usize, usize, Tensor, Tensor)> = Vec::new();
@@ -73,10 +59,7 @@ fn fold_round(model: &mut Model) -> PassReport {
             continue;
         }
         let out = conv.outputs[0].as_str();
-        if readers.get(out) != Some(&1) || graph_outputs.contains(out) {
-            continue;
-        }
-        let Some(&fi) = consumer.get(out) else {
+        let Some(fi) = sole_reader(&readers, graph, out) else {
             continue;
         };
         let follower: &Node = &graph.nodes[fi];
@@ -140,51 +123,27 @@ fn fold_round(model: &mut Model) -> PassReport {
         };
         folds.push((ci, fi, new_w, new_b));
     }
-    let mut taken: HashSet<String> = graph
-        .initializers
-        .iter()
-        .map(|i| i.name.clone())
-        .chain(graph.nodes.iter().flat_map(|n| n.outputs.iter().cloned()))
-        .collect();
-    let mut unique = |base: String| {
-        let mut name = base.clone();
-        let mut k = 1;
-        while !taken.insert(name.clone()) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        name
-    };
+    let mut names = NameAllocator::new(graph);
     let mut report = Vec::new();
     let mut removed = HashSet::new();
     for (ci, fi, w, b) in folds {
-        let follower_name = graph.nodes[fi].describe();
         let y = graph.nodes[fi].outputs[0].clone();
-        let conv = &mut graph.nodes[ci];
-        let w_name = unique(format!("{}_folded_weight", conv.inputs[1]));
-        let b_name = unique(format!("{w_name}_bias"));
-        report.push(format!("folded {follower_name} into {}", conv.describe()));
-        conv.inputs.truncate(1);
-        conv.inputs.push(w_name.clone());
-        conv.inputs.push(b_name.clone());
-        conv.outputs = vec![y];
-        graph.initializers.push(Initializer::new(w_name, w));
-        graph.initializers.push(Initializer::new(b_name, b));
+        report.push(format!(
+            "folded {} into {}",
+            graph.nodes[fi].describe(),
+            graph.nodes[ci].describe()
+        ));
+        replace_conv_parameters(graph, ci, w, b, y, &mut names);
         removed.insert(fi);
     }
-    let mut index = 0;
-    graph.nodes.retain(|_| {
-        let keep = !removed.contains(&index);
-        index += 1;
-        keep
-    });
+    remove_nodes(graph, &removed);
     report
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Graph, ValueInfo};
+    use crate::{Graph, Initializer, ValueInfo};
     use kvant_tensor::DType;
 
     #[test]

@@ -1,6 +1,6 @@
-use super::{ConstantTable, PassReport};
+use super::{readers, remove_nodes, sole_reader, ConstantTable, PassReport};
 use crate::{Model, Node};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// The single value of a constant, as f64.
 fn scalar(table: &ConstantTable, name: &str) -> Option<f64> {
@@ -45,27 +45,9 @@ fn other_input<'a>(node: &'a Node, known: &str) -> Option<&'a str> {
 /// kvant's executor: `HardSwish` may be newer than the model's opset.
 pub fn fuse_hard_swish(model: &mut Model) -> PassReport {
     let graph = &mut model.graph;
-    let mut readers: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, node) in graph.nodes.iter().enumerate() {
-        for input in node.present_inputs() {
-            readers.entry(input.to_string()).or_default().push(i);
-        }
-        for sub in node.subgraphs() {
-            for name in sub.free_variables() {
-                // Read from a subgraph: never fuse it away.
-                readers.entry(name).or_default().extend([i, i]);
-            }
-        }
-    }
-    let graph_outputs: HashSet<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
+    let readers = readers(graph);
     let table = ConstantTable::new(graph);
-    // The one node that reads `value`, if exactly one does and it is not a graph output.
-    let sole_reader = |value: &str| -> Option<usize> {
-        match readers.get(value).map(Vec::as_slice) {
-            Some([r]) if !graph_outputs.contains(value) => Some(*r),
-            _ => None,
-        }
-    };
+    let sole_reader = |value: &str| sole_reader(&readers, graph, value);
     let nodes = &graph.nodes;
     let is = |i: usize, op: &str| nodes[i].op_type == op && nodes[i].domain.is_empty();
     // (nodes to remove, the node that becomes HardSwish, x, y)
@@ -159,12 +141,7 @@ pub fn fuse_hard_swish(model: &mut Model) -> PassReport {
         node.attributes.clear();
         removed_all.extend(removed);
     }
-    let mut index = 0;
-    graph.nodes.retain(|_| {
-        let keep = !removed_all.contains(&index);
-        index += 1;
-        keep
-    });
+    remove_nodes(graph, &removed_all);
     report
 }
 
