@@ -258,20 +258,7 @@ impl Kernel for Loop {
                 .ok_or_else(|| kernel_err("the body produced no condition"))?;
             cond = scalar_bool(&cond_out, "the body's condition output")?;
             state = out.by_ref().take(self.carried).collect();
-            for (k, t) in out.enumerate() {
-                if let Some(first) = scans[k].first() {
-                    if first.shape() != t.shape() || first.dtype() != t.dtype() {
-                        return Err(kernel_err(format!(
-                            "scan output {k} changes from {} {:?} to {} {:?} between iterations",
-                            first.dtype(),
-                            first.shape(),
-                            t.dtype(),
-                            t.shape()
-                        )));
-                    }
-                }
-                scans[k].push(t);
-            }
+            push_scan_outputs(&mut scans, out)?;
             iter += 1;
         }
 
@@ -422,20 +409,7 @@ impl Scan {
             args.extend(slices.iter());
             let mut out = self.body.run(&args, outer)?.into_iter();
             state = out.by_ref().take(self.states).collect();
-            for (k, t) in out.enumerate() {
-                if let Some(first) = scans[k].first() {
-                    if first.shape() != t.shape() || first.dtype() != t.dtype() {
-                        return Err(kernel_err(format!(
-                            "scan output {k} changes from {} {:?} to {} {:?} between iterations",
-                            first.dtype(),
-                            first.shape(),
-                            t.dtype(),
-                            t.shape()
-                        )));
-                    }
-                }
-                scans[k].push(t);
-            }
+            push_scan_outputs(&mut scans, out)?;
         }
         Ok((state, scans))
     }
@@ -714,6 +688,32 @@ fn join(parts: &[Tensor]) -> Result<TensorData, RuntimeError> {
             <T as kvant_tensor::Element>::into_data(out)
         }, _ => return Err(unsupported(format!("{dtype} scan outputs")))),
     })
+}
+
+/// Appends one iteration's scan outputs to their per-output lists; every iteration must give
+/// each scan output the same type and shape, since they are stacked afterwards.
+fn push_scan_outputs(
+    scans: &mut [Vec<Tensor>],
+    outputs: impl Iterator<Item = Tensor>,
+) -> Result<(), RuntimeError> {
+    for (k, t) in outputs.enumerate() {
+        let list = scans
+            .get_mut(k)
+            .ok_or_else(|| kernel_err(format!("the body produced an extra output {k}")))?;
+        if let Some(first) = list.first() {
+            if first.shape() != t.shape() || first.dtype() != t.dtype() {
+                return Err(kernel_err(format!(
+                    "scan output {k} changes from {} {:?} to {} {:?} between iterations",
+                    first.dtype(),
+                    first.shape(),
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+        }
+        list.push(t);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
